@@ -1,0 +1,122 @@
+"""Cached virtual environments, created once per (python, torch) and reused.
+
+torch is large (0.9 GB CPU, 5.4 GB CUDA), so it is installed once into a
+*base* env per (python, torch). Every other env is a thin *overlay*: a fresh
+venv whose site-packages gets a .pth line pointing at the base's
+site-packages, so torch is importable without copying it, while packages
+installed into the overlay (build tools, test tools, a wheel under test) stay
+out of the base. An env is rebuilt when its spec (requirements) changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TORCH_SEGMENT_CACHE", Path.home() / ".cache" / "torch-segment"))
+
+
+@dataclass(frozen=True)
+class Env:
+    path: Path
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    @property
+    def site_packages(self) -> Path:
+        out = subprocess.run(
+            [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True,
+        )
+        return Path(out.stdout.strip())
+
+    def bin(self, name: str) -> Path:
+        return self.path / "bin" / name
+
+    def pip(self, *args: str, quiet: bool = True) -> None:
+        cmd = [str(self.python), "-m", "pip", *(["-q"] if quiet else []), *args]
+        subprocess.run(cmd, check=True, env=pip_environ())
+
+
+def pip_environ() -> dict[str, str]:
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def find_python(version: str) -> str:
+    """The interpreter for e.g. "3.11": python3.11 on PATH, or pyenv's."""
+    found = shutil.which(f"python{version}")
+    if found:
+        return found
+    if sys.version.startswith(version + "."):
+        return sys.executable
+    candidates = sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*/bin/python{version}"))
+    if candidates:
+        return str(candidates[-1])
+    raise SystemExit(f"CPython {version} not found (looked for python{version} on PATH and in pyenv)")
+
+
+def _spec_hash(spec: str) -> str:
+    return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def _create(path: Path, python: str, spec: str, fill, venv_args: tuple[str, ...] | list[str] = ()) -> Env:
+    """Create the venv at path unless one with the same spec is ready there."""
+    stamp = path / ".torch-segment-spec"
+    if stamp.exists() and stamp.read_text() == spec:
+        return Env(path)
+    log(f"creating env {path.name} ...")
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([python, "-m", "venv", *venv_args, str(path)], check=True)
+    env = Env(path)
+    fill(env)
+    stamp.write_text(spec)
+    return env
+
+
+def base_env(python_version: str, torch_version: str) -> Env:
+    """python + torch (+ numpy, which torch warns about when missing)."""
+    reqs = [f"torch=={torch_version}", "numpy==2.4.6"]
+    spec = "\n".join(reqs)
+    path = cache_dir() / "envs" / f"py{python_version}-torch{torch_version}"
+    return _create(path, find_python(python_version), spec, lambda env: env.pip("install", *reqs))
+
+
+def overlay_env(base: Env, name: str, requirements: list[Path] | None = None, path: Path | None = None) -> Env:
+    """A venv that sees base's packages (torch, pip) and adds its own.
+
+    Created without pip or setuptools of its own: `python -m pip` runs the
+    base's pip, which installs into this env.
+    """
+    reqs = [r.read_text() for r in requirements or []]
+    spec = f"base={base.path}\n" + "\n".join(reqs)
+    path = path or cache_dir() / "envs" / f"{base.path.name}-{name}-{_spec_hash(spec)}"
+
+    def fill(env: Env) -> None:
+        (env.site_packages / "_torch_segment_base.pth").write_text(f"{base.site_packages}\n")
+        for req in requirements or []:
+            env.pip("install", "-r", str(req))
+
+    return _create(path, str(base.python), spec, fill, venv_args=["--without-pip"])
+
+
+def dev_env(python_version: str = "3.11", torch_version: str = "2.13.0") -> Env:
+    """The tools env: build deps, test tools and pipeline tools over a torch base."""
+    return overlay_env(base_env(python_version, torch_version), "dev", [ROOT / "ci" / "requirements-dev.txt"])
+
+
+def log(message: str) -> None:
+    print(f"[ci] {message}", file=sys.stderr, flush=True)
+

@@ -1,0 +1,188 @@
+// Shared helpers for the CSR segment ops: argument checks and a
+// load-balanced segmented reduction over rows.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <vector>
+
+namespace torch_segment {
+
+// Floating dtypes we claim; half types are accumulated in float.
+inline void check_src(const char* op, const at::Tensor& src, const char* name) {
+  const auto t = src.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
+                   op, "(): expected `", name,
+                   "` to be float32, float64, bfloat16 or float16, got ", src.scalar_type());
+  TORCH_CHECK_VALUE(src.device().is_cpu(), op, "(): expected `", name,
+                    "` on the CPU, got device ", src.device());
+  TORCH_CHECK_VALUE(src.dim() >= 1, op, "(): expected `", name,
+                    "` to have at least 1 dimension (rows along dim 0), got a 0-d tensor");
+}
+
+// Checks that `indptr` is a valid CSR offset vector over `num_rows` rows:
+// 1-D int32/int64 on the CPU, starts at 0, non-decreasing, ends at num_rows
+// (when given). Returns it contiguous.
+inline at::Tensor check_indptr(const char* op, const at::Tensor& indptr,
+                               std::optional<int64_t> num_rows) {
+  TORCH_CHECK_TYPE(indptr.scalar_type() == at::kLong || indptr.scalar_type() == at::kInt,
+                   op, "(): expected `indptr` to be int64 or int32, got ", indptr.scalar_type());
+  TORCH_CHECK_VALUE(indptr.device().is_cpu(), op,
+                    "(): expected `indptr` on the CPU, got device ", indptr.device());
+  TORCH_CHECK_VALUE(indptr.dim() == 1, op, "(): expected `indptr` to be 1-D, got ",
+                    indptr.dim(), "-D with shape ", indptr.sizes());
+  TORCH_CHECK_VALUE(indptr.numel() >= 1, op,
+                    "(): expected `indptr` to have at least one element (indptr[0] == 0)");
+  auto ptr = indptr.contiguous();
+  AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "check_indptr", [&] {
+    const index_t* p = ptr.const_data_ptr<index_t>();
+    const int64_t n = ptr.numel();
+    TORCH_CHECK_VALUE(p[0] == 0, op, "(): expected `indptr[0] == 0`, got ",
+                      static_cast<int64_t>(p[0]));
+    for (int64_t i = 1; i < n; ++i) {
+      TORCH_CHECK_VALUE(p[i] >= 0, op, "(): expected `indptr` to be non-negative, got indptr[",
+                        i, "] = ", static_cast<int64_t>(p[i]));
+      TORCH_CHECK_VALUE(p[i] >= p[i - 1], op,
+                        "(): expected `indptr` to be non-decreasing, got indptr[", i - 1,
+                        "] = ", static_cast<int64_t>(p[i - 1]), " > indptr[", i,
+                        "] = ", static_cast<int64_t>(p[i]));
+    }
+    TORCH_CHECK_VALUE(!num_rows || static_cast<int64_t>(p[n - 1]) == *num_rows, op,
+                      "(): expected `indptr[-1]` to equal the number of rows (",
+                      num_rows.value_or(-1), "), got ", static_cast<int64_t>(p[n - 1]));
+  });
+  return ptr;
+}
+
+// Product of all dims after the first: the length of one row.
+inline int64_t row_size(const at::Tensor& t) {
+  int64_t f = 1;
+  for (int64_t d = 1; d < t.dim(); ++d) f *= t.size(d);
+  return f;
+}
+
+// Number of chunks the rows are split into: enough work per chunk to hide the
+// scheduling cost, a few chunks per thread so uneven chunks even out.
+inline int64_t num_chunks(int64_t rows, int64_t row_len) {
+  constexpr int64_t kWorkPerChunk = 1 << 15;
+  const int64_t work = rows * std::max<int64_t>(row_len, 1);
+  const int64_t max_chunks = std::max<int64_t>(1, 4 * at::get_num_threads());
+  return std::clamp<int64_t>(work / kWorkPerChunk, 1, std::min(max_chunks, std::max<int64_t>(rows, 1)));
+}
+
+// Segmented reduction over rows, balanced by rows rather than by segments, so
+// a few huge segments do not serialise the work. Rows are cut into equal
+// chunks; a segment that crosses chunk boundaries is reduced piecewise in
+// parallel and its pieces are combined (in row order) afterwards.
+//
+// Op:    acc_t identity(); void update(acc_t&, int64_t& arg, acc_t v, int64_t row);
+//        void combine(acc_t&, int64_t&, acc_t, int64_t)  (right side = later rows)
+// load:  acc_t(int64_t seg, int64_t row, int64_t f)
+// store: void(int64_t seg, int64_t count, const acc_t* acc, const int64_t* arg)
+template <typename acc_t, typename Op, typename index_t, typename Load, typename Store>
+void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, int64_t row_len,
+                     const Load& load, const Store& store) {
+  if (num_segs == 0) return;
+  const int64_t F = row_len;
+  const int64_t chunks = num_chunks(num_rows, F);
+  // Per chunk: the partial of a segment that started in an earlier chunk
+  // ("head") and of the owned segment that runs past the chunk ("tail").
+  std::vector<acc_t> head_acc(chunks * F), tail_acc(chunks * F);
+  std::vector<int64_t> head_arg(chunks * F), tail_arg(chunks * F);
+  std::vector<int64_t> head_seg(chunks, -1), tail_seg(chunks, -1);
+  const index_t* end = indptr + num_segs + 1;
+
+  auto reduce_rows = [&](int64_t seg, int64_t r0, int64_t r1, acc_t* acc, int64_t* arg) {
+    // Start from the first row (not the identity) so that min/max of an
+    // all -inf/+inf segment still points at a real row.
+    for (int64_t f = 0; f < F; ++f) {
+      acc[f] = r0 < r1 ? load(seg, r0, f) : Op::identity();
+      arg[f] = r0 < r1 ? r0 : num_rows;  // empty segments point one past the end
+    }
+    for (int64_t r = r0 + 1; r < r1; ++r) {
+      for (int64_t f = 0; f < F; ++f) Op::update(acc[f], arg[f], load(seg, r, f), r);
+    }
+  };
+
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<acc_t> acc(F);
+    std::vector<int64_t> arg(F);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t rb = c * num_rows / chunks;
+      const int64_t re = (c + 1) * num_rows / chunks;
+      const bool last = c == chunks - 1;
+      if (rb < re) {  // head: the segment holding row rb, if it starts earlier
+        const int64_t s = std::upper_bound(indptr, end, rb) - indptr - 1;
+        if (indptr[s] < rb) {
+          head_seg[c] = s;
+          reduce_rows(s, rb, std::min<int64_t>(indptr[s + 1], re), &head_acc[c * F], &head_arg[c * F]);
+        }
+      }
+      // owned: segments starting in [rb, re); the last chunk also owns the
+      // empty segments at the very end.
+      for (int64_t s = std::lower_bound(indptr, end, rb) - indptr;
+           s < num_segs && (indptr[s] < re || (last && indptr[s] <= re)); ++s) {
+        const int64_t s0 = indptr[s], s1 = indptr[s + 1];
+        if (s1 <= re) {
+          reduce_rows(s, s0, s1, acc.data(), arg.data());
+          store(s, s1 - s0, acc.data(), arg.data());
+        } else {
+          tail_seg[c] = s;
+          reduce_rows(s, s0, re, &tail_acc[c * F], &tail_arg[c * F]);
+        }
+      }
+    }
+  });
+
+  // Combine the pieces of segments that crossed chunk boundaries.
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t s = tail_seg[c];
+    if (s < 0) continue;
+    acc_t* acc = &tail_acc[c * F];
+    int64_t* arg = &tail_arg[c * F];
+    for (int64_t d = c + 1; d < chunks && head_seg[d] == s; ++d) {
+      for (int64_t f = 0; f < F; ++f) Op::combine(acc[f], arg[f], head_acc[d * F + f], head_arg[d * F + f]);
+    }
+    store(s, indptr[s + 1] - indptr[s], acc, arg);
+  }
+}
+
+// Reduction policies. update/combine keep the earliest row on ties and
+// propagate NaN like torch's amax/amin.
+template <typename acc_t>
+struct SumOp {
+  static acc_t identity() { return acc_t(0); }
+  static void update(acc_t& a, int64_t&, acc_t v, int64_t) { a += v; }
+  static void combine(acc_t& a, int64_t&, acc_t b, int64_t) { a += b; }
+};
+
+template <typename acc_t, bool kMax>
+struct ExtremeOp {
+  static acc_t identity() {
+    return kMax ? -std::numeric_limits<acc_t>::infinity() : std::numeric_limits<acc_t>::infinity();
+  }
+  static bool better(acc_t v, acc_t a) {
+    if (v != v) return a == a;  // first NaN wins
+    return kMax ? v > a : v < a;
+  }
+  static void update(acc_t& a, int64_t& arg, acc_t v, int64_t row) {
+    if (better(v, a)) {
+      a = v;
+      arg = row;
+    }
+  }
+  static void combine(acc_t& a, int64_t& arg, acc_t b, int64_t barg) {
+    if (better(b, a)) {
+      a = b;
+      arg = barg;
+    }
+  }
+};
+
+}  // namespace torch_segment

@@ -1,0 +1,78 @@
+// segment_reduce: sum / mean / min / max of the rows of each CSR segment.
+#include "segment.h"
+
+#include <ATen/OpMathType.h>
+
+namespace torch_segment {
+namespace {
+
+enum class Reduce { Sum, Mean, Min, Max };
+
+Reduce parse_reduce(c10::string_view name) {
+  if (name == "sum") return Reduce::Sum;
+  if (name == "mean") return Reduce::Mean;
+  if (name == "min") return Reduce::Min;
+  if (name == "max") return Reduce::Max;
+  TORCH_CHECK_VALUE(false, "segment_reduce(): expected `reduce` to be one of 'sum', 'mean', "
+                           "'min', 'max', got '", std::string(name), "'");
+}
+
+// Returns (out, arg). arg holds, for min/max, the first row reaching the
+// extreme (src.size(0) for empty segments); it is empty for sum/mean.
+std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, const at::Tensor& indptr,
+                                                      c10::string_view reduce) {
+  check_src("segment_reduce", src, "src");
+  const Reduce op = parse_reduce(reduce);
+  const at::Tensor ptr = check_indptr("segment_reduce", indptr, src.size(0));
+  const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
+  const at::Tensor x = src.contiguous();
+  auto sizes = src.sizes().vec();
+  sizes[0] = N;
+  at::Tensor out = at::empty(sizes, src.options());
+  const bool has_arg = op == Reduce::Min || op == Reduce::Max;
+  at::Tensor arg = at::empty(has_arg ? sizes : std::vector<int64_t>{0}, src.options().dtype(at::kLong));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_reduce", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "segment_reduce", [&] {
+      const index_t* p = ptr.const_data_ptr<index_t>();
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+      int64_t* ap = has_arg ? arg.mutable_data_ptr<int64_t>() : nullptr;
+      const bool mean = op == Reduce::Mean;
+      auto load = [=](int64_t, int64_t r, int64_t f) { return static_cast<acc_t>(xp[r * F + f]); };
+      auto store = [=](int64_t s, int64_t count, const acc_t* acc, const int64_t* a) {
+        const acc_t scale = mean && count > 0 ? acc_t(1) / acc_t(count) : acc_t(1);
+        for (int64_t f = 0; f < F; ++f) {
+          yp[s * F + f] = static_cast<scalar_t>(count == 0 ? acc_t(0) : acc[f] * scale);
+        }
+        if (ap) std::copy(a, a + F, ap + s * F);
+      };
+      switch (op) {
+        case Reduce::Sum:
+        case Reduce::Mean:
+          reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load, store);
+          break;
+        case Reduce::Min:
+          reduce_segments<acc_t, ExtremeOp<acc_t, false>>(p, N, E, F, load, store);
+          break;
+        case Reduce::Max:
+          reduce_segments<acc_t, ExtremeOp<acc_t, true>>(p, N, E, F, load, store);
+          break;
+      }
+    });
+  });
+  return {out, arg};
+}
+
+}  // namespace
+
+}  // namespace torch_segment
+
+TORCH_LIBRARY_FRAGMENT(torch_segment, m) {
+  m.def("segment_reduce(Tensor src, Tensor indptr, str reduce=\"sum\") -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(torch_segment, CPU, m) {
+  m.impl("segment_reduce", &torch_segment::segment_reduce_cpu);
+}

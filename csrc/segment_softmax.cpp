@@ -1,0 +1,68 @@
+// segment_softmax: softmax over the rows of each CSR segment, per column,
+// shifted by the segment max for numerical stability.
+#include "segment.h"
+
+#include <ATen/OpMathType.h>
+
+#include <cmath>
+
+namespace torch_segment {
+namespace {
+
+at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) {
+  check_src("segment_softmax", src, "src");
+  const at::Tensor ptr = check_indptr("segment_softmax", indptr, src.size(0));
+  const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
+  const at::Tensor x = src.contiguous();
+  at::Tensor out = at::empty_like(x);
+  if (E == 0 || F == 0) return out;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "segment_softmax", [&] {
+      const index_t* p = ptr.const_data_ptr<index_t>();
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+      std::vector<acc_t> seg_max(N * F), seg_inv_sum(N * F);
+      acc_t* mp = seg_max.data();
+      acc_t* zp = seg_inv_sum.data();
+      auto load_x = [=](int64_t, int64_t r, int64_t f) { return static_cast<acc_t>(xp[r * F + f]); };
+      auto store_max = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
+        std::copy(acc, acc + F, mp + s * F);
+      };
+      reduce_segments<acc_t, ExtremeOp<acc_t, true>>(p, N, E, F, load_x, store_max);
+
+      auto load_exp = [=](int64_t s, int64_t r, int64_t f) {
+        return std::exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+      };
+      auto store_inv_sum = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
+        for (int64_t f = 0; f < F; ++f) zp[s * F + f] = acc_t(1) / acc[f];
+      };
+      reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load_exp, store_inv_sum);
+
+      at::parallel_for(0, E, std::max<int64_t>(1, (1 << 14) / F), [&](int64_t r0, int64_t r1) {
+        int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
+        for (int64_t r = r0; r < r1; ++r) {
+          while (p[s + 1] <= r) ++s;
+          for (int64_t f = 0; f < F; ++f) {
+            const acc_t v = std::exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+            yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
+          }
+        }
+      });
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+}  // namespace torch_segment
+
+TORCH_LIBRARY_FRAGMENT(torch_segment, m) {
+  m.def("segment_softmax(Tensor src, Tensor indptr) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(torch_segment, CPU, m) {
+  m.impl("segment_softmax", &torch_segment::segment_softmax_cpu);
+}

@@ -1,0 +1,98 @@
+"""Builds the extension against the torch installed in the build environment.
+
+Build without isolation so that torch is the one you will run with:
+    pip install --no-build-isolation .
+The wheel is tagged abi3 (cp310) and versioned ``X.Y.Z+ptAB`` with
+``Requires-Dist: torch==A.B.*``: a build only loads under the torch minor it
+was compiled against.
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent.resolve()
+VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment" / "_version.py").read_text())[1]
+NEEDS_TORCH = not {"sdist", "egg_info", "dist_info"}.issuperset(a for a in sys.argv[1:] if not a.startswith("-"))
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError:
+    if NEEDS_TORCH:
+        sys.exit(
+            "torch-segment is compiled against the torch it will run with, so torch must already be "
+            "installed. Install torch first, then build without isolation:\n"
+            "    pip install --no-build-isolation torch-segment"
+        )
+    torch = None
+
+
+def torch_minor():
+    major, minor = re.match(r"(\d+)\.(\d+)", torch.__version__).groups()
+    return major, minor
+
+
+def compile_args():
+    args = ["-O3", f"-ffile-prefix-map={ROOT}=."]  # no build paths in the binary
+    if os.environ.get("TORCH_SEGMENT_DEBUG") != "1":
+        args.append("-g0")  # Python's CFLAGS add -g; the .so would be 100x larger
+    if sys.platform == "linux":
+        # at::parallel_for is only parallel when the extension itself is built
+        # with OpenMP; libgomp comes from torch/lib at run time.
+        args.append("-fopenmp")
+    return args
+
+
+def link_args():
+    args = ["-fopenmp"] if sys.platform == "linux" else []
+    if os.environ.get("TORCH_SEGMENT_DEBUG") != "1" and sys.platform == "linux":
+        args.append("-Wl,--strip-debug")
+    return args
+
+
+def get_extensions():
+    if torch is None:
+        return []
+    major, minor = torch_minor()
+    return [
+        CppExtension(
+            name=f"torch_segment._builds.torch_{major}_{minor}._C",
+            sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")),
+            include_dirs=[str(ROOT / "csrc")],
+            extra_compile_args=compile_args(),
+            extra_link_args=link_args(),
+            py_limited_api=True,
+        )
+    ]
+
+
+class BuildWithRecord(BuildExtension if torch else object):
+    """Writes build.json (the torch compiled against) next to the library."""
+
+    def run(self):
+        super().run()
+        for ext in self.extensions:
+            record = Path(self.get_ext_fullpath(ext.name)).parent / "build.json"
+            record.write_text(json.dumps({"torch": torch.__version__}, indent=2) + "\n")
+
+
+def version_and_requirements():
+    if torch is None:
+        return VERSION, []
+    major, minor = torch_minor()
+    return f"{VERSION}+pt{major}{minor}", [f"torch=={major}.{minor}.*"]
+
+
+version, requires = version_and_requirements()
+setup(
+    version=version,
+    install_requires=requires,
+    ext_modules=get_extensions(),
+    cmdclass={"build_ext": BuildWithRecord} if torch else {},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)

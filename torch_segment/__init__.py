@@ -1,0 +1,10 @@
+"""Fast CSR segment operations for PyTorch: segment_reduce, gather_csr, segment_softmax."""
+
+from ._version import __version__
+from ._loader import load as _load
+
+_build = _load(__version__)
+
+from .ops import gather_csr, lengths_to_indptr, segment_reduce, segment_softmax  # noqa: E402
+
+__all__ = ["__version__", "gather_csr", "lengths_to_indptr", "segment_reduce", "segment_softmax"]

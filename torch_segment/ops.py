@@ -1,0 +1,131 @@
+"""Python API of the ops, their fake (meta) kernels and their autograd formulas.
+
+The kernels live in ``csrc/`` and are registered as ``torch.ops.torch_segment.*``.
+Registering fake kernels and autograd here (not in C++) is what makes the ops
+work under ``torch.compile(fullgraph=True)`` and pass ``torch.library.opcheck``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_ops = torch.ops.torch_segment
+REDUCTIONS = ("sum", "mean", "min", "max")
+
+
+def segment_reduce(src: Tensor, indptr: Tensor, reduce: str = "sum") -> Tensor:
+    """Reduce the rows of ``src`` (shape ``(E, *F)``) within each CSR segment.
+
+    Segment ``i`` holds rows ``indptr[i]:indptr[i + 1]``; the result has shape
+    ``(N, *F)`` with ``N = indptr.numel() - 1``. ``reduce`` is one of ``"sum"``,
+    ``"mean"``, ``"min"``, ``"max"``. Empty segments give 0 for every reduction.
+    The gradient of ``min``/``max`` flows to the first row reaching the extreme.
+    """
+    return _ops.segment_reduce(src, indptr, reduce)[0]
+
+
+def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
+    """Repeat row ``i`` of ``src`` (shape ``(N, *F)``) for every row of segment ``i``.
+
+    The result has shape ``(E, *F)`` with ``E = indptr[-1]``. Passing ``size=E``
+    when it is known avoids a data-dependent output shape under ``torch.compile``.
+    """
+    return _ops.gather_csr(src, indptr, size)
+
+
+def segment_softmax(src: Tensor, indptr: Tensor) -> Tensor:
+    """Softmax over the rows of each segment of ``src`` (shape ``(E, *F)``), per column."""
+    return _ops.segment_softmax(src, indptr)
+
+
+def lengths_to_indptr(lengths: Tensor) -> Tensor:
+    """CSR offsets (int64, ``numel() + 1`` entries) from 1-D non-negative segment lengths."""
+    if lengths.dim() != 1 or lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise ValueError(
+            f"lengths_to_indptr(): expected `lengths` to be a 1-D integer tensor, "
+            f"got {lengths.dim()}-D {lengths.dtype}"
+        )
+    if lengths.numel() and bool((lengths < 0).any()):
+        raise ValueError("lengths_to_indptr(): expected `lengths` to be non-negative")
+    indptr = lengths.new_zeros(lengths.numel() + 1, dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=indptr[1:])
+    return indptr
+
+
+# Fake kernels: output metadata only, for torch.compile and meta tensors.
+
+
+@torch.library.register_fake("torch_segment::segment_reduce")
+def _(src, indptr, reduce="sum"):
+    torch._check(reduce in REDUCTIONS, lambda: f"segment_reduce(): unknown reduce {reduce!r}")
+    torch._check(indptr.dim() == 1, lambda: "segment_reduce(): expected `indptr` to be 1-D")
+    shape = (indptr.shape[0] - 1, *src.shape[1:])
+    arg_shape = shape if reduce in ("min", "max") else (0,)
+    return src.new_empty(shape), src.new_empty(arg_shape, dtype=torch.int64)
+
+
+@torch.library.register_fake("torch_segment::gather_csr")
+def _(src, indptr, size=None):
+    torch._check(indptr.dim() == 1, lambda: "gather_csr(): expected `indptr` to be 1-D")
+    rows = torch.library.get_ctx().new_dynamic_size() if size is None else size
+    return src.new_empty((rows, *src.shape[1:]))
+
+
+@torch.library.register_fake("torch_segment::segment_softmax")
+def _(src, indptr):
+    return torch.empty_like(src, memory_format=torch.contiguous_format)
+
+
+# Autograd. Backward formulas are built from the ops themselves (and stock
+# torch ops), so they are differentiable again and traceable by compile.
+
+
+def _per_row(values: Tensor, like: Tensor) -> Tensor:
+    """Shape a 1-D per-segment tensor to broadcast against ``like`` (N, *F)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _reduce_setup(ctx, inputs, output):
+    src, indptr, reduce = inputs
+    ctx.reduce = reduce
+    ctx.rows = src.shape[0]
+    ctx.save_for_backward(indptr, output[1])
+
+
+def _reduce_backward(ctx, grad_out, _grad_arg):
+    indptr, arg = ctx.saved_tensors
+    if ctx.reduce in ("min", "max"):
+        # arg is the winning row per (segment, column); empty segments point at
+        # row E, which lands in the extra row we drop.
+        grad = grad_out.new_zeros((ctx.rows + 1, *grad_out.shape[1:]))
+        return grad.scatter(0, arg, grad_out)[: ctx.rows], None, None
+    if ctx.reduce == "mean":
+        counts = (indptr[1:] - indptr[:-1]).clamp(min=1).to(grad_out.dtype)
+        grad_out = grad_out / _per_row(counts, grad_out)
+    return gather_csr(grad_out, indptr, ctx.rows), None, None
+
+
+def _gather_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _gather_backward(ctx, grad_out):
+    (indptr,) = ctx.saved_tensors
+    return segment_reduce(grad_out, indptr, "sum"), None, None
+
+
+def _softmax_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1], output)
+
+
+def _softmax_backward(ctx, grad_out):
+    indptr, out = ctx.saved_tensors
+    weighted = grad_out * out
+    dot = segment_reduce(weighted, indptr, "sum")
+    return weighted - out * gather_csr(dot, indptr, out.shape[0]), None
+
+
+torch.library.register_autograd("torch_segment::segment_reduce", _reduce_backward, setup_context=_reduce_setup)
+torch.library.register_autograd("torch_segment::gather_csr", _gather_backward, setup_context=_gather_setup)
+torch.library.register_autograd("torch_segment::segment_softmax", _softmax_backward, setup_context=_softmax_setup)
