@@ -42,11 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ci", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     test = verbs.add_parser("test", help=cmd_test.__doc__)
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
     test.set_defaults(func=cmd_test)
     demo = verbs.add_parser("demo", help=cmd_demo.__doc__)
     demo.set_defaults(func=cmd_demo)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.verb != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra  # `test` passes unknown arguments to pytest
     return args.func(args)
 
 

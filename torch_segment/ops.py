@@ -22,6 +22,7 @@ def segment_reduce(src: Tensor, indptr: Tensor, reduce: str = "sum") -> Tensor:
     ``"mean"``, ``"min"``, ``"max"``. Empty segments give 0 for every reduction.
     The gradient of ``min``/``max`` flows to the first row reaching the extreme.
     """
+    _check_cpu("segment_reduce", src=src, indptr=indptr)
     return _ops.segment_reduce(src, indptr, reduce)[0]
 
 
@@ -31,11 +32,13 @@ def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
     The result has shape ``(E, *F)`` with ``E = indptr[-1]``. Passing ``size=E``
     when it is known avoids a data-dependent output shape under ``torch.compile``.
     """
+    _check_cpu("gather_csr", src=src, indptr=indptr)
     return _ops.gather_csr(src, indptr, size)
 
 
 def segment_softmax(src: Tensor, indptr: Tensor) -> Tensor:
     """Softmax over the rows of each segment of ``src`` (shape ``(E, *F)``), per column."""
+    _check_cpu("segment_softmax", src=src, indptr=indptr)
     return _ops.segment_softmax(src, indptr)
 
 
@@ -53,11 +56,28 @@ def lengths_to_indptr(lengths: Tensor) -> Tensor:
     return indptr
 
 
+def _check_cpu(op: str, **tensors: Tensor) -> None:
+    # Only CPU kernels are built; without this check a CUDA tensor would get
+    # the dispatcher's "Could not run ... with arguments from the 'CUDA'
+    # backend", which names no argument.
+    for name, tensor in tensors.items():
+        if isinstance(tensor, Tensor) and tensor.device.type != "cpu":
+            raise ValueError(f"{op}(): expected `{name}` on the CPU (only CPU kernels are built), got {tensor.device}")
+
+
 # Fake kernels: output metadata only, for torch.compile and meta tensors.
+
+
+def _check_same_device(op: str, src: Tensor, indptr: Tensor) -> None:
+    torch._check_value(
+        src.device == indptr.device,
+        lambda: f"{op}(): expected `indptr` on the same device as `src` ({src.device}), got {indptr.device}",
+    )
 
 
 @torch.library.register_fake("torch_segment::segment_reduce")
 def _(src, indptr, reduce="sum"):
+    _check_same_device("segment_reduce", src, indptr)
     torch._check(reduce in REDUCTIONS, lambda: f"segment_reduce(): unknown reduce {reduce!r}")
     torch._check(indptr.dim() == 1, lambda: "segment_reduce(): expected `indptr` to be 1-D")
     shape = (indptr.shape[0] - 1, *src.shape[1:])
@@ -67,6 +87,7 @@ def _(src, indptr, reduce="sum"):
 
 @torch.library.register_fake("torch_segment::gather_csr")
 def _(src, indptr, size=None):
+    _check_same_device("gather_csr", src, indptr)
     torch._check(indptr.dim() == 1, lambda: "gather_csr(): expected `indptr` to be 1-D")
     rows = torch.library.get_ctx().new_dynamic_size() if size is None else size
     return src.new_empty((rows, *src.shape[1:]))
@@ -74,6 +95,7 @@ def _(src, indptr, size=None):
 
 @torch.library.register_fake("torch_segment::segment_softmax")
 def _(src, indptr):
+    _check_same_device("segment_softmax", src, indptr)
     return torch.empty_like(src, memory_format=torch.contiguous_format)
 
 

@@ -1,0 +1,64 @@
+"""The loader picks the build for the running torch, or fails with a clear ImportError."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torch_segment
+from torch_segment import _loader
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_builds(tmp_path, versions):
+    for version in versions:
+        build = tmp_path / f"torch_{version.replace('.', '_')}"
+        build.mkdir()
+        (build / "build.json").write_text(json.dumps({"torch": version}))
+        (build / "_C.abi3.so").write_bytes(b"")
+    return _loader.find_builds(tmp_path)
+
+
+def test_selects_matching_minor(tmp_path):
+    builds = make_builds(tmp_path, ["2.12.1", "2.13.0+cpu", "2.14.1"])
+    assert _loader.select(builds, "2.13.1+cu128").torch_version == "2.13.0+cpu"
+    assert _loader.select(builds, "2.14.0").library.name == "_C.abi3.so"
+
+
+def test_mismatch_names_both_versions_and_the_fix(tmp_path):
+    builds = make_builds(tmp_path, ["2.13.0", "2.14.1"])
+    with pytest.raises(ImportError) as error:
+        _loader.select(builds, "2.15.0", "0.1.0")
+    message = str(error.value)
+    assert "built for torch 2.13, 2.14" in message and "torch 2.15.0 is installed" in message
+    assert "pip install 'torch==2.14.*'" in message
+
+
+def test_no_builds_at_all(tmp_path):
+    with pytest.raises(ImportError, match="no compiled build"):
+        _loader.select(_loader.find_builds(tmp_path), "2.13.0")
+
+
+def test_tests_use_the_installed_package():
+    assert ROOT not in Path(torch_segment.__file__).resolve().parents
+    assert "site-packages" in torch_segment.__file__
+
+
+def test_import_with_mismatched_build_record(tmp_path):
+    """A copy of the installed package whose record claims another torch."""
+    copy = tmp_path / "torch_segment"
+    shutil.copytree(Path(torch_segment.__file__).parent, copy)
+    for record in copy.glob("_builds/*/build.json"):
+        record.write_text(json.dumps({"torch": "2.99.0"}))
+    result = subprocess.run(
+        [sys.executable, "-c", "import torch_segment"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "ImportError: torch_segment" in result.stderr
+    assert f"built for torch 2.99, but torch {torch.__version__} is installed" in result.stderr
+    assert "undefined symbol" not in result.stderr
