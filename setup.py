@@ -39,6 +39,9 @@ def torch_minor():
 
 def compile_args():
     args = ["-O3", f"-ffile-prefix-map={ROOT}=."]  # no build paths in the binary
+    # Results are unchanged (this is not -ffast-math); without them GCC keeps
+    # the float selects in the kernels as branches and the loops stay scalar.
+    args += ["-fno-trapping-math", "-fno-math-errno"]
     if os.environ.get("TORCH_SEGMENT_DEBUG") != "1":
         args.append("-g0")  # Python's CFLAGS add -g; the .so would be 100x larger
     if sys.platform == "linux":

@@ -8,9 +8,16 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <vector>
+
+// Vectorise the following loop (OpenMP SIMD; a no-op without OpenMP). A
+// macro, because #pragma cannot appear inside AT_DISPATCH's lambda argument.
+#define TORCH_SEGMENT_SIMD _Pragma("omp simd")
 
 namespace torch_segment {
 
@@ -73,7 +80,8 @@ inline int64_t num_chunks(int64_t rows, int64_t row_len) {
   constexpr int64_t kWorkPerChunk = 1 << 15;
   const int64_t work = rows * std::max<int64_t>(row_len, 1);
   const int64_t max_chunks = std::max<int64_t>(1, 4 * at::get_num_threads());
-  return std::clamp<int64_t>(work / kWorkPerChunk, 1, std::min(max_chunks, std::max<int64_t>(rows, 1)));
+  const int64_t chunks = std::clamp<int64_t>(work / kWorkPerChunk, 1, std::min(max_chunks, std::max<int64_t>(rows, 1)));
+  return std::max(chunks, rows / (int64_t(1) << 30) + 1);  // < 2^30 rows each (see reduce_rows)
 }
 
 // Segmented reduction over rows, balanced by rows rather than by segments, so
@@ -81,8 +89,9 @@ inline int64_t num_chunks(int64_t rows, int64_t row_len) {
 // chunks; a segment that crosses chunk boundaries is reduced piecewise in
 // parallel and its pieces are combined (in row order) afterwards.
 //
-// Op:    acc_t identity(); void update(acc_t&, int64_t& arg, acc_t v, int64_t row);
+// Op:    acc_t identity(); void update(acc_t&, int32_t& arg, acc_t v, int32_t row);
 //        void combine(acc_t&, int64_t&, acc_t, int64_t)  (right side = later rows)
+//        kReassociable (sum-like), kTracksArg (min/max report their row)
 // load:  acc_t(int64_t seg, int64_t row, int64_t f)
 // store: void(int64_t seg, int64_t count, const acc_t* acc, const int64_t* arg)
 template <typename acc_t, typename Op, typename index_t, typename Load, typename Store>
@@ -98,21 +107,55 @@ void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, 
   std::vector<int64_t> head_seg(chunks, -1), tail_seg(chunks, -1);
   const index_t* end = indptr + num_segs + 1;
 
-  auto reduce_rows = [&](int64_t seg, int64_t r0, int64_t r1, acc_t* acc, int64_t* arg) {
+  // Local copies (F, the load functor) let the compiler keep them in
+  // registers instead of reloading them after every store to acc/arg, which
+  // is what allows the column loops to vectorise.
+  // Reduces rows [r0, r1) of segment seg into acc/arg. `off` is scratch:
+  // the arg-extreme is tracked as an int32 offset from r0 (chunks are kept
+  // below 2^30 rows) because SSE2 cannot vectorise selects of 64-bit ints
+  // next to floats. The captures are copies so the compiler keeps them in
+  // registers instead of reloading them after every store to acc/arg.
+  auto reduce_rows = [F, num_rows, load](int64_t seg, int64_t r0, int64_t r1, acc_t* __restrict acc,
+                                         int64_t* __restrict arg, int32_t* __restrict off) {
+    if (r0 == r1) {
+      std::fill(acc, acc + F, Op::identity());
+      std::fill(arg, arg + F, num_rows);  // empty segments point one past the end
+      return;
+    }
+    if (F == 1) {  // one long column: no inner loop
+      if constexpr (Op::kReassociable) {  // let the compiler split the sum
+        acc_t total = acc_t(0);
+        _Pragma("omp simd reduction(+ : total)")
+        for (int64_t r = r0; r < r1; ++r) total += load(seg, r, 0);
+        acc[0] = total;
+      } else {
+        int32_t o = 0;
+        acc[0] = Op::reduce_column(r1 - r0, [&](int64_t i) { return load(seg, r0 + i, 0); }, o);
+        arg[0] = r0 + o;
+      }
+      return;
+    }
     // Start from the first row (not the identity) so that min/max of an
     // all -inf/+inf segment still points at a real row.
+    TORCH_SEGMENT_SIMD
     for (int64_t f = 0; f < F; ++f) {
-      acc[f] = r0 < r1 ? load(seg, r0, f) : Op::identity();
-      arg[f] = r0 < r1 ? r0 : num_rows;  // empty segments point one past the end
+      acc[f] = load(seg, r0, f);
+      off[f] = 0;
     }
     for (int64_t r = r0 + 1; r < r1; ++r) {
-      for (int64_t f = 0; f < F; ++f) Op::update(acc[f], arg[f], load(seg, r, f), r);
+      const int32_t o = static_cast<int32_t>(r - r0);
+      TORCH_SEGMENT_SIMD
+      for (int64_t f = 0; f < F; ++f) Op::update(acc[f], off[f], load(seg, r, f), o);
+    }
+    if constexpr (Op::kTracksArg) {
+      for (int64_t f = 0; f < F; ++f) arg[f] = r0 + off[f];
     }
   };
 
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     std::vector<acc_t> acc(F);
     std::vector<int64_t> arg(F);
+    std::vector<int32_t> off(F);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t rb = c * num_rows / chunks;
       const int64_t re = (c + 1) * num_rows / chunks;
@@ -121,7 +164,7 @@ void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, 
         const int64_t s = std::upper_bound(indptr, end, rb) - indptr - 1;
         if (indptr[s] < rb) {
           head_seg[c] = s;
-          reduce_rows(s, rb, std::min<int64_t>(indptr[s + 1], re), &head_acc[c * F], &head_arg[c * F]);
+          reduce_rows(s, rb, std::min<int64_t>(indptr[s + 1], re), &head_acc[c * F], &head_arg[c * F], off.data());
         }
       }
       // owned: segments starting in [rb, re); the last chunk also owns the
@@ -130,11 +173,11 @@ void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, 
            s < num_segs && (indptr[s] < re || (last && indptr[s] <= re)); ++s) {
         const int64_t s0 = indptr[s], s1 = indptr[s + 1];
         if (s1 <= re) {
-          reduce_rows(s, s0, s1, acc.data(), arg.data());
+          reduce_rows(s, s0, s1, acc.data(), arg.data(), off.data());
           store(s, s1 - s0, acc.data(), arg.data());
         } else {
           tail_seg[c] = s;
-          reduce_rows(s, s0, re, &tail_acc[c * F], &tail_arg[c * F]);
+          reduce_rows(s, s0, re, &tail_acc[c * F], &tail_arg[c * F], off.data());
         }
       }
     }
@@ -157,25 +200,62 @@ void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, 
 // propagate NaN like torch's amax/amin.
 template <typename acc_t>
 struct SumOp {
+  static constexpr bool kReassociable = true;
+  static constexpr bool kTracksArg = false;
   static acc_t identity() { return acc_t(0); }
-  static void update(acc_t& a, int64_t&, acc_t v, int64_t) { a += v; }
+  static void update(acc_t& a, int32_t&, acc_t v, int32_t) { a += v; }
   static void combine(acc_t& a, int64_t&, acc_t b, int64_t) { a += b; }
 };
 
-template <typename acc_t, bool kMax>
+template <typename acc_t, bool kMax, bool kTrackArg = true>
 struct ExtremeOp {
+  static constexpr bool kReassociable = false;
+  static constexpr bool kTracksArg = kTrackArg;
   static acc_t identity() {
     return kMax ? -std::numeric_limits<acc_t>::infinity() : std::numeric_limits<acc_t>::infinity();
   }
   static bool better(acc_t v, acc_t a) {
-    if (v != v) return a == a;  // first NaN wins
-    return kMax ? v > a : v < a;
+    // bitwise, not short-circuit: no branches, so the loop vectorises
+    const bool v_nan = v != v, a_nan = a != a;  // the first NaN wins
+    return (v_nan & !a_nan) | (kMax ? v > a : v < a);
   }
-  static void update(acc_t& a, int64_t& arg, acc_t v, int64_t row) {
-    if (better(v, a)) {
-      a = v;
-      arg = row;
+  static void update(acc_t& a, int32_t& arg, acc_t v, int32_t row) {
+    const bool take = better(v, a);  // branch-free, so the column loop vectorises
+    a = take ? v : a;
+    if constexpr (kTrackArg) arg = take ? row : arg;
+  }
+  // Extreme of one column of n >= 1 values, and the offset of its first
+  // occurrence. A single running select is a chain of dependent
+  // instructions per value, so keep independent lanes and merge them.
+  template <typename Load>
+  static acc_t reduce_column(int64_t n, const Load& load, int32_t& offset) {
+    offset = 0;
+    constexpr int64_t kLanes = 8;
+    acc_t best = load(0);
+    int64_t i = 1;
+    if (n >= kLanes) {
+      acc_t lane[kLanes];
+      int32_t at[kLanes];
+      for (int64_t l = 0; l < kLanes; ++l) {
+        lane[l] = load(l);
+        at[l] = static_cast<int32_t>(l);
+      }
+      for (i = kLanes; i + kLanes <= n; i += kLanes) {
+        TORCH_SEGMENT_SIMD
+        for (int64_t l = 0; l < kLanes; ++l) update(lane[l], at[l], load(i + l), static_cast<int32_t>(i + l));
+      }
+      best = lane[0];
+      offset = at[0];
+      for (int64_t l = 1; l < kLanes; ++l) {  // on ties the earlier row wins
+        const bool tie = lane[l] == best || (lane[l] != lane[l] && best != best);
+        if (better(lane[l], best) || (tie && at[l] < offset)) {
+          best = lane[l];
+          offset = at[l];
+        }
+      }
     }
+    for (; i < n; ++i) update(best, offset, load(i), static_cast<int32_t>(i));
+    return best;
   }
   static void combine(acc_t& a, int64_t& arg, acc_t b, int64_t barg) {
     if (better(b, a)) {
@@ -184,5 +264,33 @@ struct ExtremeOp {
     }
   }
 };
+
+}  // namespace torch_segment
+
+namespace torch_segment {
+
+// exp for float that the compiler can vectorise (std::exp is a scalar libm
+// call): Cody-Waite range reduction and a degree-6 polynomial, ~2 ulp.
+inline float fast_exp(float in) {
+  // Selects, not branches (std::clamp branches), so callers' loops vectorise.
+  float x = in == in ? in : 0.0f;  // NaN is passed through at the end
+  x = x < -88.0f ? -88.0f : x;     // exp(-88) rounds to 0 below
+  x = x > 88.0f ? 88.0f : x;
+  const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return in == in ? p * scale : in;
+}
+
+inline double fast_exp(double x) { return std::exp(x); }
 
 }  // namespace torch_segment

@@ -17,10 +17,12 @@ Reduce parse_reduce(c10::string_view name) {
                            "'min', 'max', got '", std::string(name), "'");
 }
 
-// Returns (out, arg). arg holds, for min/max, the first row reaching the
-// extreme (src.size(0) for empty segments); it is empty for sum/mean.
+// Returns (out, arg). For min/max with return_arg, arg holds the first row
+// reaching the extreme (src.size(0) for empty segments), which backward
+// needs; otherwise it is empty (finding it costs time forward-only calls
+// need not pay).
 std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, const at::Tensor& indptr,
-                                                      c10::string_view reduce) {
+                                                      c10::string_view reduce, bool return_arg) {
   check_src("segment_reduce", src, "src");
   const Reduce op = parse_reduce(reduce);
   const at::Tensor ptr = check_indptr("segment_reduce", indptr, src.size(0));
@@ -29,7 +31,7 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, con
   auto sizes = src.sizes().vec();
   sizes[0] = N;
   at::Tensor out = at::empty(sizes, src.options());
-  const bool has_arg = op == Reduce::Min || op == Reduce::Max;
+  const bool has_arg = return_arg && (op == Reduce::Min || op == Reduce::Max);
   at::Tensor arg = at::empty(has_arg ? sizes : std::vector<int64_t>{0}, src.options().dtype(at::kLong));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_reduce", [&] {
@@ -54,10 +56,12 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, con
           reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load, store);
           break;
         case Reduce::Min:
-          reduce_segments<acc_t, ExtremeOp<acc_t, false>>(p, N, E, F, load, store);
+          has_arg ? reduce_segments<acc_t, ExtremeOp<acc_t, false, true>>(p, N, E, F, load, store)
+                  : reduce_segments<acc_t, ExtremeOp<acc_t, false, false>>(p, N, E, F, load, store);
           break;
         case Reduce::Max:
-          reduce_segments<acc_t, ExtremeOp<acc_t, true>>(p, N, E, F, load, store);
+          has_arg ? reduce_segments<acc_t, ExtremeOp<acc_t, true, true>>(p, N, E, F, load, store)
+                  : reduce_segments<acc_t, ExtremeOp<acc_t, true, false>>(p, N, E, F, load, store);
           break;
       }
     });
@@ -70,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, con
 }  // namespace torch_segment
 
 TORCH_LIBRARY_FRAGMENT(torch_segment, m) {
-  m.def("segment_reduce(Tensor src, Tensor indptr, str reduce=\"sum\") -> (Tensor, Tensor)");
+  m.def("segment_reduce(Tensor src, Tensor indptr, str reduce=\"sum\", bool return_arg=True) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(torch_segment, CPU, m) {

@@ -30,10 +30,10 @@ at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) 
       auto store_max = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
         std::copy(acc, acc + F, mp + s * F);
       };
-      reduce_segments<acc_t, ExtremeOp<acc_t, true>>(p, N, E, F, load_x, store_max);
+      reduce_segments<acc_t, ExtremeOp<acc_t, true, false>>(p, N, E, F, load_x, store_max);
 
       auto load_exp = [=](int64_t s, int64_t r, int64_t f) {
-        return std::exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+        return fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
       };
       auto store_inv_sum = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
         for (int64_t f = 0; f < F; ++f) zp[s * F + f] = acc_t(1) / acc[f];
@@ -44,8 +44,9 @@ at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) 
         int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
         for (int64_t r = r0; r < r1; ++r) {
           while (p[s + 1] <= r) ++s;
+TORCH_SEGMENT_SIMD
           for (int64_t f = 0; f < F; ++f) {
-            const acc_t v = std::exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+            const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
             yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
           }
         }

@@ -23,7 +23,9 @@ def segment_reduce(src: Tensor, indptr: Tensor, reduce: str = "sum") -> Tensor:
     The gradient of ``min``/``max`` flows to the first row reaching the extreme.
     """
     _check_cpu("segment_reduce", src=src, indptr=indptr)
-    return _ops.segment_reduce(src, indptr, reduce)[0]
+    # min/max only find the arg-extreme rows when backward will need them
+    return_arg = src.requires_grad and torch.is_grad_enabled()
+    return _ops.segment_reduce(src, indptr, reduce, return_arg)[0]
 
 
 def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
@@ -76,12 +78,12 @@ def _check_same_device(op: str, src: Tensor, indptr: Tensor) -> None:
 
 
 @torch.library.register_fake("torch_segment::segment_reduce")
-def _(src, indptr, reduce="sum"):
+def _(src, indptr, reduce="sum", return_arg=True):
     _check_same_device("segment_reduce", src, indptr)
-    torch._check(reduce in REDUCTIONS, lambda: f"segment_reduce(): unknown reduce {reduce!r}")
-    torch._check(indptr.dim() == 1, lambda: "segment_reduce(): expected `indptr` to be 1-D")
+    torch._check_value(reduce in REDUCTIONS, lambda: f"segment_reduce(): unknown reduce {reduce!r}")
+    torch._check_value(indptr.dim() == 1, lambda: "segment_reduce(): expected `indptr` to be 1-D")
     shape = (indptr.shape[0] - 1, *src.shape[1:])
-    arg_shape = shape if reduce in ("min", "max") else (0,)
+    arg_shape = shape if return_arg and reduce in ("min", "max") else (0,)
     return src.new_empty(shape), src.new_empty(arg_shape, dtype=torch.int64)
 
 
@@ -109,7 +111,7 @@ def _per_row(values: Tensor, like: Tensor) -> Tensor:
 
 
 def _reduce_setup(ctx, inputs, output):
-    src, indptr, reduce = inputs
+    src, indptr, reduce, _ = inputs
     ctx.reduce = reduce
     ctx.rows = src.shape[0]
     ctx.save_for_backward(indptr, output[1])
@@ -118,14 +120,16 @@ def _reduce_setup(ctx, inputs, output):
 def _reduce_backward(ctx, grad_out, _grad_arg):
     indptr, arg = ctx.saved_tensors
     if ctx.reduce in ("min", "max"):
+        if arg.numel() != grad_out.numel():
+            raise RuntimeError("segment_reduce(): backward of min/max needs the op called with return_arg=True")
         # arg is the winning row per (segment, column); empty segments point at
         # row E, which lands in the extra row we drop.
         grad = grad_out.new_zeros((ctx.rows + 1, *grad_out.shape[1:]))
-        return grad.scatter(0, arg, grad_out)[: ctx.rows], None, None
+        return grad.scatter(0, arg, grad_out)[: ctx.rows], None, None, None
     if ctx.reduce == "mean":
         counts = (indptr[1:] - indptr[:-1]).clamp(min=1).to(grad_out.dtype)
         grad_out = grad_out / _per_row(counts, grad_out)
-    return gather_csr(grad_out, indptr, ctx.rows), None, None
+    return gather_csr(grad_out, indptr, ctx.rows), None, None, None
 
 
 def _gather_setup(ctx, inputs, output):
