@@ -1,4 +1,11 @@
-"""Command line of the pipeline: one verb per stage (``python -m ci --help``)."""
+"""The pipeline as one tool: `python -m ci <verb>` (see `python -m ci --help`).
+
+Verbs that need the dev env (torch, build and test tools) create it on first
+use and re-run themselves inside it, so a fresh machine needs only CPython.
+The stage verbs (matrix, repair, ...) run in whatever Python calls them, as
+cibuildwheel and the workflows do; their modules are imported lazily so that
+`repair` works with the standard library alone.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,18 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from . import envs
 from .envs import ROOT, log
 
-
-def cmd_test(args: argparse.Namespace) -> int:
-    """Build and install the extension into the dev env, then run pytest there."""
-    dev = envs.dev_env()
-    install_package(dev)
-    pytest_args = args.pytest_args or ["-q"]
-    log(f"pytest {' '.join(pytest_args)}")
-    return subprocess.run([str(dev.bin("pytest")), *pytest_args], cwd=ROOT, env=test_environ()).returncode
+NEEDS_DEV_ENV = {"test", "demo", "bench", "local", "build", "audit", "merge", "smoke"}
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Build and install the extension into the dev env and run a short demo."""
-    dev = envs.dev_env()
-    install_package(dev)
-    return subprocess.run([str(dev.python), str(ROOT / "ci" / "demo.py")], cwd="/").returncode
+def dev_environ(dev: envs.Env) -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{dev.path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("PYTHONPATH", None)  # tests must import the installed package
+    return env
 
 
 def install_package(env: envs.Env) -> None:
@@ -32,25 +32,139 @@ def install_package(env: envs.Env) -> None:
     env.pip("install", "--no-build-isolation", "--no-deps", "--force-reinstall", str(ROOT))
 
 
-def test_environ() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)  # tests must import the installed package
-    return env
+def cmd_test(args) -> int:
+    """Build and install the extension into the dev env, then run pytest there (extra args go to pytest)."""
+    dev = envs.dev_env()
+    install_package(dev)
+    log(f"pytest {' '.join(args.rest)}")
+    return subprocess.run([str(dev.bin("pytest")), *args.rest], cwd=ROOT, env=dev_environ(dev)).returncode
+
+
+def cmd_demo(args) -> int:
+    """Build and install the extension into the dev env and run a short demo."""
+    dev = envs.dev_env()
+    install_package(dev)
+    return subprocess.run([str(dev.python), str(ROOT / "ci" / "demo.py")], cwd="/").returncode
+
+
+def cmd_bench(args) -> int:
+    """Build and install the extension, run benchmarks/bench_ops.py (writes benchmarks/RESULTS.md)."""
+    dev = envs.dev_env()
+    install_package(dev)
+    extra = ["--quick"] if args.quick else ["--out", str(ROOT / "benchmarks" / "RESULTS.md")]
+    return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_ops.py"), *extra], cwd="/").returncode
+
+
+def cmd_local(args) -> int:
+    """The main job: build, repair, audit, merge and smoke-test the wheels for this machine."""
+    from . import local
+
+    print(local.run(Path(args.out), args.torch))
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    """Print a GitHub Actions matrix (JSON) derived from ci/matrix.toml."""
+    from . import matrix
+
+    print(matrix.github_matrix(args.scope, args.kind) if args.kind != "table" else matrix.support_table())
+    return 0
+
+
+def cmd_build(args) -> int:
+    """Build the per-torch abi3 wheel for one torch minor on this machine."""
+    from . import build
+
+    print(build.build(args.torch, Path(args.out), args.python))
+    return 0
+
+
+def cmd_repair(args) -> int:
+    """auditwheel / delocate with torch's libraries excluded (cibuildwheel's repair-wheel-command)."""
+    from . import repair
+
+    print(repair.repair(Path(args.wheel), Path(args.w), plat=args.plat))
+    return 0
+
+
+def cmd_audit(args) -> int:
+    """Fail wheels that graft torch, have wrong tags/metadata, are unstripped or too big, or fail the gates."""
+    from . import audit
+
+    failed = 0
+    for wheel in args.wheels:
+        problems = audit.audit(Path(wheel), args.platform)
+        print(f"{'FAIL' if problems else 'ok  '} {Path(wheel).name}")
+        for problem in problems:
+            print(f"     - {problem}")
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
+def cmd_merge(args) -> int:
+    """Combine per-torch wheels of one platform into one wheel."""
+    from . import merge
+
+    print(merge.merge([Path(w) for w in args.wheels], Path(args.w)))
+    return 0
+
+
+def cmd_smoke(args) -> int:
+    """Install a wheel into a clean env over a cached torch and run the smoke check from outside the tree."""
+    from . import smoke
+
+    result = smoke.smoke(Path(args.wheel), args.python, args.torch)
+    print(result.output)
+    return 0 if result.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ci", description=__doc__.splitlines()[0])
+    verbs = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name, func):
+        sub = verbs.add_parser(name, help=func.__doc__, description=func.__doc__)
+        sub.set_defaults(func=func)
+        return sub
+
+    verb("test", cmd_test)
+    verb("demo", cmd_demo)
+    verb("bench", cmd_bench).add_argument("--quick", action="store_true", help="tiny shapes; writes nothing")
+    local = verb("local", cmd_local)
+    local.add_argument("--out", default=str(ROOT / "wheelhouse"))
+    local.add_argument("--torch", nargs="*", help="torch minors (default: ci/matrix.toml [local])")
+    mat = verb("matrix", cmd_matrix)
+    mat.add_argument("--scope", choices=["pr", "release"], default="pr")
+    mat.add_argument("--kind", choices=["build", "verify", "merge", "table"], default="build")
+    bld = verb("build", cmd_build)
+    bld.add_argument("--torch", required=True, help="torch minor, e.g. 2.13")
+    bld.add_argument("--python", help="CPython to build with (default: ci/matrix.toml [local])")
+    bld.add_argument("--out", default="dist")
+    rep = verb("repair", cmd_repair)
+    rep.add_argument("wheel")
+    rep.add_argument("-w", required=True, help="destination folder")
+    rep.add_argument("--plat", help="auditwheel --plat (default: the best it finds)")
+    aud = verb("audit", cmd_audit)
+    aud.add_argument("wheels", nargs="+")
+    aud.add_argument("--platform", help="the exact platform tag expected")
+    mrg = verb("merge", cmd_merge)
+    mrg.add_argument("wheels", nargs="+")
+    mrg.add_argument("-w", required=True, help="destination folder")
+    smk = verb("smoke", cmd_smoke)
+    smk.add_argument("wheel")
+    smk.add_argument("--python", default="3.11")
+    smk.add_argument("--torch", required=True, help="exact torch version, e.g. 2.13.0")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ci", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    test = verbs.add_parser("test", help=cmd_test.__doc__)
-    test.set_defaults(func=cmd_test)
-    demo = verbs.add_parser("demo", help=cmd_demo.__doc__)
-    demo.set_defaults(func=cmd_demo)
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.verb != "test":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.pytest_args = extra  # `test` passes unknown arguments to pytest
+    argv = sys.argv[1:] if argv is None else argv
+    args, rest = parser().parse_known_args(argv)
+    if rest and args.verb != "test":
+        parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_IN_DEV_ENV") != "1":
+        dev = envs.dev_env()
+        environ = dict(dev_environ(dev), TORCH_SEGMENT_IN_DEV_ENV="1")
+        return subprocess.run([str(dev.python), "-m", "ci", *argv], cwd=ROOT, env=environ).returncode
     return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,147 @@
+"""`audit`: the gates every wheel must pass before it is merged or published.
+
+Each check returns a list of problems; a wheel passes when all are empty.
+The external gates (abi3audit, twine, check-wheel-contents) are the field's
+own tools, run as they are.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from . import matrix
+from .wheels import WheelInfo, torch_minor
+
+# What torch ships and loads itself: never to be grafted into our wheel, and
+# allowed as dependencies of our library because `import torch` loads them.
+TORCH_LIBRARIES = ["libtorch*", "libc10*", "libshm*", "libgomp*", "libomp*", "libiomp*", "libcaffe2*"]
+
+
+def is_torch_library(name: str) -> bool:
+    return any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in TORCH_LIBRARIES)
+
+
+def is_grafted(name: str) -> bool:
+    """In the folder auditwheel (<pkg>.libs) or delocate (.dylibs) copies libraries into."""
+    folders = name.split("/")[:-1]
+    return any(f.endswith(".libs") or f == ".dylibs" for f in folders)
+
+
+def check_tags(wheel: WheelInfo, expect_platform: str | None = None) -> list[str]:
+    problems = []
+    if len(wheel.tags) != 1:
+        return [f"expected exactly one tag, got {sorted(map(str, wheel.tags))}"]
+    tag = next(iter(wheel.tags))
+    floor = "cp" + matrix.load()["package"]["abi3_floor"].replace(".", "")
+    if (tag.interpreter, tag.abi) != (floor, "abi3"):
+        problems.append(f"expected tag {floor}-abi3, got {tag.interpreter}-{tag.abi}")
+    if expect_platform and tag.platform != expect_platform:
+        problems.append(f"expected platform {expect_platform}, got {tag.platform}")
+    if not tag.platform.startswith(("manylinux_", "macosx_")):
+        problems.append(f"platform {tag.platform} is not a repaired manylinux/macOS tag")
+    return problems
+
+
+def check_metadata(wheel: WheelInfo) -> list[str]:
+    """METADATA agrees with the file name, and Requires-Dist with the builds inside."""
+    meta = wheel.metadata
+    problems = []
+    if canonicalize_name(meta["Name"]) != canonicalize_name(wheel.name):
+        problems.append(f"METADATA Name {meta['Name']!r} != file name {wheel.name!r}")
+    if meta["Version"] != str(wheel.version):
+        problems.append(f"METADATA Version {meta['Version']!r} != file name version {wheel.version}")
+    if wheel.dist_info != f"{wheel.name}-{wheel.version}.dist-info":
+        problems.append(f"dist-info folder {wheel.dist_info} does not match {wheel.name}-{wheel.version}")
+    builds = wheel.builds
+    if not builds:
+        return problems + ["no compiled build (torch_segment/_builds/*/build.json) in the wheel"]
+    minors = sorted({torch_minor(v) for v in builds.values()}, key=matrix.version_key)
+    if len(minors) != len(builds):
+        problems.append(f"two builds for the same torch minor: {builds}")
+    requirement = wheel.torch_requirement
+    if requirement is None:
+        return problems + ["expected exactly one Requires-Dist on torch"]
+    if wheel.version.local:  # a per-torch wheel: 0.1.0+pt213 <-> torch==2.13.*
+        label = "pt" + minors[0].replace(".", "")
+        if len(minors) != 1 or wheel.version.local != label:
+            problems.append(f"local label +{wheel.version.local} does not match its build(s) for torch {minors}")
+        if requirement.specifier != SpecifierSet(f"=={minors[0]}.*"):
+            problems.append(f"Requires-Dist {requirement} should be torch=={minors[0]}.*")
+    elif requirement.specifier != SpecifierSet(matrix.requires_torch(minors).removeprefix("torch")):
+        problems.append(f"Requires-Dist {requirement} should be {matrix.requires_torch(minors)}")
+    return problems
+
+
+def elf_files(wheel: WheelInfo) -> dict[str, ELFFile]:
+    return {n: ELFFile(io.BytesIO(c)) for n, c in wheel.files.items() if c[:4] == b"\x7fELF"}
+
+
+def allowed_libraries(policy: str) -> set[str]:
+    """The manylinux policy's whitelist (from auditwheel's own policy file)."""
+    import auditwheel.policy
+
+    data = json.loads((Path(auditwheel.policy.__file__).parent / "manylinux-policy.json").read_text())
+    name = policy.split("_x86_64")[0].split("_aarch64")[0]
+    for entry in data:
+        if entry["name"] == name or name in entry["aliases"]:
+            return set(entry["lib_whitelist"])
+    raise ValueError(f"unknown manylinux policy {policy}")
+
+
+def check_libraries(wheel: WheelInfo) -> list[str]:
+    """Nothing of torch grafted; every ELF dependency is policy, torch or grafted."""
+    problems = [f"grafted torch/OpenMP library {n}" for n in wheel.files if is_grafted(n) and is_torch_library(n)]
+    if not wheel.platform.startswith("manylinux_"):
+        return problems
+    allowed = allowed_libraries(wheel.platform) | {Path(n).name for n in wheel.files if is_grafted(n)}
+    for name, elf in elf_files(wheel).items():
+        for section in elf.iter_sections():
+            if isinstance(section, DynamicSection):
+                for tag in section.iter_tags():
+                    if tag.entry.d_tag == "DT_NEEDED" and not (tag.needed in allowed or is_torch_library(tag.needed)):
+                        problems.append(f"{name} needs {tag.needed}: neither in the {wheel.platform} policy nor torch")
+    return problems
+
+
+def check_stripped(wheel: WheelInfo) -> list[str]:
+    return [f"{name} is not stripped (has {section.name})" for name, elf in elf_files(wheel).items()
+            for section in elf.iter_sections() if section.name.startswith(".debug") or section.name == ".symtab"]
+
+
+def check_size(wheel: WheelInfo) -> list[str]:
+    budget = matrix.load()["package"]["max_wheel_kib"] * 1024
+    return [f"{wheel.size / 1024:.0f} KiB is over the {budget // 1024} KiB budget"] if wheel.size > budget else []
+
+
+def tool(*cmd: str) -> list[str]:
+    if shutil.which(cmd[0]) is None:
+        return [f"{cmd[0]} is not installed"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    return [] if result.returncode == 0 else [f"{cmd[0]} failed:\n{result.stdout}{result.stderr}".rstrip()]
+
+
+def check_external(wheel: WheelInfo) -> list[str]:
+    path = str(wheel.path)
+    return [*tool("abi3audit", "--strict", "--report", path), *tool("twine", "check", "--strict", path),
+            *tool("check-wheel-contents", path)]
+
+
+CHECKS = [check_tags, check_metadata, check_libraries, check_stripped, check_size, check_external]
+
+
+def audit(path: Path, expect_platform: str | None = None) -> list[str]:
+    wheel = WheelInfo.read(path)
+    problems = check_tags(wheel, expect_platform)
+    for check in CHECKS[1:]:
+        problems += check(wheel)
+    return problems

@@ -1,0 +1,59 @@
+"""`build`: the per-torch abi3 wheel for one torch minor, built on this machine.
+
+The build is non-isolated, in a cached env holding exactly the pinned torch
+(plus setuptools/wheel/ninja), and from a fresh copy of the source tree so no
+object file compiled against another torch can be reused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from . import envs, matrix
+from .envs import ROOT, log
+
+# Never copied into a build: outputs and caches that could leak into it.
+IGNORED = shutil.ignore_patterns(
+    ".git", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__", ".venv*", "_builds",
+    ".pytest_cache", ".hypothesis", ".ruff_cache", "*.so", "*.whl",
+)
+
+
+def build_env(python: str, torch_pin: str) -> envs.Env:
+    base = envs.base_env(python, torch_pin)
+    return envs.overlay_env(base, "build", [ROOT / "ci" / "requirements-build.txt"])
+
+
+def source_date_epoch() -> str:
+    """SOURCE_DATE_EPOCH from the environment, else the last commit's time."""
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        return os.environ["SOURCE_DATE_EPOCH"]
+    out = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "315532800"  # 1980-01-01, the earliest zip date
+
+
+def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Path = ROOT) -> Path:
+    """Build the wheel for torch_minor into out_dir and return its path."""
+    t = matrix.torch(torch_minor)
+    python = python or matrix.load()["local"]["python"]
+    env = build_env(python, t.pin)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="torch-segment-build-") as tmp:
+        tree = Path(tmp) / "src"
+        shutil.copytree(source, tree, ignore=IGNORED)
+        before = set(out_dir.glob("*.whl"))
+        log(f"building the wheel for torch {t.pin} (CPython {python}) ...")
+        environ = dict(envs.pip_environ(), SOURCE_DATE_EPOCH=source_date_epoch())
+        subprocess.run(
+            [str(env.python), "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(out_dir),
+             str(tree)],
+            check=True, env=environ,
+        )
+    built = sorted(set(out_dir.glob("*.whl")) - before) or sorted(out_dir.glob(f"*+{t.label}-*.whl"))
+    if len(built) != 1:
+        raise SystemExit(f"expected one new wheel in {out_dir}, found {[p.name for p in built]}")
+    return built[0]

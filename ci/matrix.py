@@ -1,0 +1,169 @@
+"""Reads ci/matrix.toml and derives every list from it: build cells
+(platform x torch), verify cells (platform x CPython x torch), cibuildwheel
+selectors, the Requires-Dist range of merged wheels and the support table."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+MATRIX = Path(__file__).with_name("matrix.toml")
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str  # e.g. linux-x86_64
+    wheel_platform: str  # the platform tag CI's wheels carry
+    runner: str
+    cibw_platform: str
+    arch: str
+    torch_index: str
+    manylinux_image: str = ""
+    deployment_target: str = ""
+
+
+@dataclass(frozen=True)
+class Torch:
+    minor: str  # "2.13"
+    pin: str  # "2.13.0"
+    python: tuple[str, ...]  # every supported CPython, oldest first
+
+    @property
+    def label(self) -> str:
+        """Local version label of a per-torch wheel: 2.13 -> pt213."""
+        return "pt" + self.minor.replace(".", "")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def python_range(first: str, last: str) -> tuple[str, ...]:
+    major, lo = version_key(first)
+    _, hi = version_key(last)
+    return tuple(f"{major}.{minor}" for minor in range(lo, hi + 1))
+
+
+@cache
+def load(path: Path = MATRIX) -> dict:
+    return tomllib.loads(path.read_text())
+
+
+def platforms(data: dict | None = None) -> list[Platform]:
+    data = data or load()
+    return [Platform(name=name, **fields) for name, fields in data["platforms"].items()]
+
+
+def platform(name: str) -> Platform:
+    for plat in platforms():
+        if name in (plat.name, plat.wheel_platform):
+            return plat
+    raise SystemExit(f"unknown platform {name!r}; known: {', '.join(p.name for p in platforms())}")
+
+
+def torches(data: dict | None = None) -> list[Torch]:
+    data = data or load()
+    found = [Torch(minor, spec["pin"], python_range(*spec["python"])) for minor, spec in data["torch"].items()]
+    return sorted(found, key=lambda t: version_key(t.minor))
+
+
+def torch(minor: str) -> Torch:
+    for candidate in torches():
+        if candidate.minor == minor or candidate.pin == minor:
+            return candidate
+    raise SystemExit(f"torch {minor} is not in ci/matrix.toml; supported: {', '.join(t.minor for t in torches())}")
+
+
+def scope_torches(scope: str, data: dict | None = None) -> list[Torch]:
+    data = data or load()
+    rule = data["scopes"][scope]
+    all_torches = torches(data)
+    return all_torches[-1:] if rule == "newest" else all_torches
+
+
+def cibw_build_selector(t: Torch) -> str:
+    """Build on the oldest CPython this torch has: one abi3 build, reused
+    (and tested) for every later CPython that cibuildwheel then selects."""
+    return " ".join(f"cp{v.replace('.', '')}-*" for v in t.python)
+
+
+def artifact_name(plat: Platform, t: Torch | None = None) -> str:
+    """wheels-manylinux_2_28_aarch64-torch2.14 (per torch) or wheels-<platform> (final)."""
+    return f"wheels-{plat.wheel_platform}" + (f"-torch{t.minor}" if t else "")
+
+
+def build_cells(scope: str) -> list[dict]:
+    return [
+        {
+            "platform": p.name,
+            "wheel_platform": p.wheel_platform,
+            "runner": p.runner,
+            "torch": t.minor,
+            "torch_pin": t.pin,
+            "torch_index": p.torch_index,
+            "cibw_platform": p.cibw_platform,
+            "cibw_archs": p.arch,
+            "cibw_build": cibw_build_selector(t),
+            "artifact": artifact_name(p, t),
+        }
+        for p in platforms()
+        for t in scope_torches(scope)
+    ]
+
+
+def verify_cells(scope: str) -> list[dict]:
+    return [
+        {
+            "platform": p.name,
+            "wheel_platform": p.wheel_platform,
+            "runner": p.runner,
+            "python": py,
+            "torch": t.minor,
+            "torch_pin": t.pin,
+            "torch_index": p.torch_index,
+            "artifact": artifact_name(p),
+        }
+        for p in platforms()
+        for t in scope_torches(scope)
+        for py in t.python
+    ]
+
+
+def platform_cells(scope: str) -> list[dict]:
+    """One merge job per platform, with the per-torch artifacts it combines."""
+    return [
+        {
+            "platform": p.name,
+            "wheel_platform": p.wheel_platform,
+            "artifact": artifact_name(p),
+            "inputs": [artifact_name(p, t) for t in scope_torches(scope)],
+        }
+        for p in platforms()
+    ]
+
+
+def github_matrix(scope: str, kind: str) -> str:
+    cells = {"build": build_cells, "verify": verify_cells, "merge": platform_cells}[kind](scope)
+    return json.dumps({"include": cells}, separators=(",", ":"))
+
+
+def requires_torch(minors: list[str]) -> str:
+    """The Requires-Dist of a wheel holding builds for these torch minors."""
+    ordered = sorted(minors, key=version_key)
+    major, last = version_key(ordered[-1])
+    return f"torch>={ordered[0]},<{major}.{last + 1}"
+
+
+def support_table() -> str:
+    """Markdown table for the README (checked against it by a test)."""
+    lines = ["| torch | CPython | linux x86_64 | linux aarch64 | macOS arm64 |", "|---|---|---|---|---|"]
+    tags = {p.arch: p.wheel_platform for p in platforms()}
+    for t in torches():
+        lines.append(
+            f"| {t.minor} (built against {t.pin}) | {t.python[0]}-{t.python[-1]} | "
+            f"{tags['x86_64']} | {tags['aarch64']} | {tags['arm64']} |"
+        )
+    return "\n".join(lines)

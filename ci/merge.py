@@ -1,0 +1,83 @@
+"""`merge`: per platform, combine the per-torch wheels into ONE wheel.
+
+The result holds one build per torch minor under torch_segment/_builds/,
+drops the local version label (0.1.0+pt213 -> 0.1.0) and requires the torch
+range the builds cover; the package's loader picks the build at import.
+Unpacking and packing go through `wheel`'s WheelFile (which writes RECORD).
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+from wheel.wheelfile import WheelFile
+
+from . import matrix
+from .wheels import WheelInfo, torch_minor
+
+BUILD_DIR = re.compile(r"^torch_segment/_builds/[^/]+/")
+
+
+def rewrite_metadata(text: str, version: str, requirement: str) -> str:
+    """Set Version and the torch Requires-Dist in the METADATA headers (body untouched)."""
+    head, sep, body = text.partition("\n\n")
+    lines = [line for line in head.splitlines() if not line.lower().startswith("requires-dist: torch")]
+    lines = [f"Version: {version}" if line.startswith("Version: ") else line for line in lines]
+    index = max((i for i, line in enumerate(lines) if line.startswith(("Requires-Python", "Version"))), default=0)
+    lines.insert(index + 1, f"Requires-Dist: {requirement}")
+    return "\n".join(lines) + sep + body
+
+
+def check_compatible(wheels: list[WheelInfo]) -> None:
+    first = wheels[0]
+    for other in wheels[1:]:
+        if (other.name, other.version.public, other.tags) != (first.name, first.version.public, first.tags):
+            raise SystemExit(f"merge: {other.path.name} does not match {first.path.name} (name, version, tag)")
+        for name, content in other.files.items():
+            shared = not BUILD_DIR.match(name) and ".dist-info/" not in name
+            if shared and first.files.get(name, content) != content:
+                raise SystemExit(f"merge: {name} differs between {first.path.name} and {other.path.name}")
+    minors = [torch_minor(v) for w in wheels for v in w.builds.values()]
+    if len(set(minors)) != len(minors):
+        raise SystemExit(f"merge: several wheels hold a build for the same torch minor: {sorted(minors)}")
+
+
+def merge(paths: list[Path], out_dir: Path) -> Path:
+    wheels = [WheelInfo.read(p) for p in sorted(paths)]
+    if not wheels:
+        raise SystemExit("merge: no wheels given")
+    check_compatible(wheels)
+    first = wheels[0]
+    version = first.version.public
+    minors = [torch_minor(v) for w in wheels for v in w.builds.values()]
+    requirement = matrix.requires_torch(minors)
+    new_dist_info = f"{first.name}-{version}.dist-info"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{first.name}-{version}-{next(iter(first.tags))}.whl"
+
+    entries: dict[str, tuple[zipfile.ZipInfo, bytes]] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel.path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if name.endswith("/RECORD") or info.is_dir():
+                    continue
+                if ".dist-info/" in name:
+                    if wheel is not first:
+                        continue
+                    name = f"{new_dist_info}/{name.split('/', 1)[1]}"
+                data = zf.read(info.filename)
+                if name == f"{new_dist_info}/METADATA":
+                    data = rewrite_metadata(data.decode(), version, requirement).encode()
+                entries.setdefault(name, (info, data))
+
+    with WheelFile(target, "w") as out:
+        # contents first, dist-info last (as wheels are laid out)
+        for name in sorted(entries, key=lambda n: (".dist-info/" in n, n)):
+            info, data = entries[name]
+            copy = zipfile.ZipInfo(name, date_time=info.date_time)
+            copy.external_attr, copy.compress_type = info.external_attr, zipfile.ZIP_DEFLATED
+            out.writestr(copy, data)
+    return target

@@ -1,0 +1,53 @@
+"""`smoke`: install a wheel into a clean environment and run smoke_check.py
+there, from outside the source tree.
+
+The environment is a fresh venv that sees only a cached torch for that
+(python, torch) and the wheel (installed without dependencies): no source
+tree on the path, no build tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import envs
+from .envs import log
+
+CHECK = Path(__file__).with_name("smoke_check.py")
+
+
+@contextlib.contextmanager
+def wheel_env(wheel: Path, python: str, torch_pin: str) -> Iterator[envs.Env]:
+    """A throwaway env with the wheel installed over the cached torch."""
+    base = envs.base_env(python, torch_pin)
+    with tempfile.TemporaryDirectory(prefix="torch-segment-smoke-") as tmp:
+        env = envs.overlay_env(base, "smoke", path=Path(tmp) / "env")
+        env.pip("install", "--no-deps", "--no-index", str(wheel))
+        yield env
+
+
+@dataclass
+class Result:
+    ok: bool
+    output: str
+
+
+def run_check(env: envs.Env) -> Result:
+    with tempfile.TemporaryDirectory(prefix="torch-segment-smoke-run-") as cwd:
+        script = Path(cwd) / CHECK.name
+        shutil.copy(CHECK, script)
+        proc = subprocess.run([str(env.python), str(script)], cwd=cwd, capture_output=True, text=True,
+                              env=envs.pip_environ())
+    return Result(proc.returncode == 0 and "SMOKE OK" in proc.stdout, proc.stdout + proc.stderr)
+
+
+def smoke(wheel: Path, python: str, torch_pin: str) -> Result:
+    log(f"smoke-testing {wheel.name} on CPython {python} + torch {torch_pin} ...")
+    with wheel_env(wheel, python, torch_pin) as env:
+        return run_check(env)

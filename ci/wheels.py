@@ -1,0 +1,72 @@
+"""Small helpers over wheel files, on top of `packaging` and `wheel`."""
+
+from __future__ import annotations
+
+import email.parser
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+from wheel.wheelfile import WheelFile
+
+BUILD_RECORD = re.compile(r"^torch_segment/_builds/([^/]+)/build\.json$")
+
+
+@dataclass
+class WheelInfo:
+    path: Path
+    name: str  # as spelled in the file name (torch_segment)
+    version: Version
+    tags: frozenset[Tag]
+    files: dict[str, bytes]  # archive name -> content
+
+    @classmethod
+    def read(cls, path: Path) -> WheelInfo:
+        _, version, _, tags = parse_wheel_filename(path.name)
+        with WheelFile(path) as wf:  # verifies every file against RECORD while reading
+            files = {info.filename: wf.read(info.filename) for info in wf.infolist() if not info.is_dir()}
+        return cls(path, path.name.split("-")[0], version, tags, files)
+
+    @property
+    def dist_info(self) -> str:
+        dirs = {n.split("/")[0] for n in self.files if n.split("/")[0].endswith(".dist-info")}
+        if len(dirs) != 1:
+            raise ValueError(f"{self.path.name}: expected one .dist-info folder, found {sorted(dirs)}")
+        return dirs.pop()
+
+    @property
+    def metadata(self):
+        return email.parser.Parser().parsestr(self.files[f"{self.dist_info}/METADATA"].decode())
+
+    @property
+    def torch_requirement(self) -> Requirement | None:
+        reqs = [Requirement(r) for r in self.metadata.get_all("Requires-Dist") or []]
+        torch = [r for r in reqs if canonicalize_name(r.name) == "torch"]
+        return torch[0] if len(torch) == 1 else None
+
+    @property
+    def builds(self) -> dict[str, str]:
+        """build folder name -> the torch version it was compiled against."""
+        found = {}
+        for name, content in self.files.items():
+            match = BUILD_RECORD.match(name)
+            if match:
+                found[match[1]] = json.loads(content)["torch"]
+        return found
+
+    @property
+    def platform(self) -> str:
+        return next(iter(self.tags)).platform
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def torch_minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
