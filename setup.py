@@ -54,7 +54,7 @@ def compile_args():
 def link_args():
     args = ["-fopenmp"] if sys.platform == "linux" else []
     if os.environ.get("TORCH_SEGMENT_DEBUG") != "1" and sys.platform == "linux":
-        args.append("-Wl,--strip-debug")
+        args.append("-Wl,--strip-all")  # debug info and the static symbol table
     return args
 
 

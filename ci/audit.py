@@ -104,6 +104,7 @@ def check_libraries(wheel: WheelInfo) -> list[str]:
     if not wheel.platform.startswith("manylinux_"):
         return problems
     allowed = allowed_libraries(wheel.platform) | {Path(n).name for n in wheel.files if is_grafted(n)}
+    allowed |= {"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}  # the dynamic loader: part of glibc
     for name, elf in elf_files(wheel).items():
         for section in elf.iter_sections():
             if isinstance(section, DynamicSection):

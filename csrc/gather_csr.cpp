@@ -13,8 +13,7 @@ at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::
   TORCH_CHECK_VALUE(src.size(0) == N, "gather_csr(): expected `src` to have one row per segment (",
                     N, " = indptr.numel() - 1), got ", src.size(0), " rows");
   const at::Tensor x = src.contiguous();
-  int64_t E = 0;
-  AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "gather_csr", [&] { E = ptr.const_data_ptr<index_t>()[N]; });
+  const int64_t E = ptr.const_data_ptr<int64_t>()[N];
   auto sizes = src.sizes().vec();
   sizes[0] = E;
   at::Tensor out = at::empty(sizes, src.options());
@@ -23,16 +22,14 @@ at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::
   const int64_t row_bytes = F * x.element_size();
   const char* xp = static_cast<const char*>(x.const_data_ptr());
   char* yp = static_cast<char*>(out.mutable_data_ptr());
-  AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "gather_csr", [&] {
-    const index_t* p = ptr.const_data_ptr<index_t>();
-    // Parallel over output rows, so segment sizes do not matter.
-    at::parallel_for(0, E, std::max<int64_t>(1, (1 << 15) / F), [&](int64_t r0, int64_t r1) {
-      int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
-      for (int64_t r = r0; r < r1; ++r) {
-        while (p[s + 1] <= r) ++s;
-        std::memcpy(yp + r * row_bytes, xp + s * row_bytes, row_bytes);
-      }
-    });
+  const int64_t* p = ptr.const_data_ptr<int64_t>();
+  // Parallel over output rows, so segment sizes do not matter.
+  at::parallel_for(0, E, std::max<int64_t>(1, (1 << 15) / F), [&](int64_t r0, int64_t r1) {
+    int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
+    for (int64_t r = r0; r < r1; ++r) {
+      while (p[s + 1] <= r) ++s;
+      std::memcpy(yp + r * row_bytes, xp + s * row_bytes, row_bytes);
+    }
   });
   return out;
 }

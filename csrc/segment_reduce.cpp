@@ -36,35 +36,33 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, con
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_reduce", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "segment_reduce", [&] {
-      const index_t* p = ptr.const_data_ptr<index_t>();
-      const scalar_t* xp = x.const_data_ptr<scalar_t>();
-      scalar_t* yp = out.mutable_data_ptr<scalar_t>();
-      int64_t* ap = has_arg ? arg.mutable_data_ptr<int64_t>() : nullptr;
-      const bool mean = op == Reduce::Mean;
-      auto load = [=](int64_t, int64_t r, int64_t f) { return static_cast<acc_t>(xp[r * F + f]); };
-      auto store = [=](int64_t s, int64_t count, const acc_t* acc, const int64_t* a) {
-        const acc_t scale = mean && count > 0 ? acc_t(1) / acc_t(count) : acc_t(1);
-        for (int64_t f = 0; f < F; ++f) {
-          yp[s * F + f] = static_cast<scalar_t>(count == 0 ? acc_t(0) : acc[f] * scale);
-        }
-        if (ap) std::copy(a, a + F, ap + s * F);
-      };
-      switch (op) {
-        case Reduce::Sum:
-        case Reduce::Mean:
-          reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load, store);
-          break;
-        case Reduce::Min:
-          has_arg ? reduce_segments<acc_t, ExtremeOp<acc_t, false, true>>(p, N, E, F, load, store)
-                  : reduce_segments<acc_t, ExtremeOp<acc_t, false, false>>(p, N, E, F, load, store);
-          break;
-        case Reduce::Max:
-          has_arg ? reduce_segments<acc_t, ExtremeOp<acc_t, true, true>>(p, N, E, F, load, store)
-                  : reduce_segments<acc_t, ExtremeOp<acc_t, true, false>>(p, N, E, F, load, store);
-          break;
+    const int64_t* p = ptr.const_data_ptr<int64_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+    int64_t* ap = has_arg ? arg.mutable_data_ptr<int64_t>() : nullptr;
+    const bool mean = op == Reduce::Mean;
+    auto load = [=](int64_t, int64_t r, int64_t f) { return static_cast<acc_t>(xp[r * F + f]); };
+    auto store = [=](int64_t s, int64_t count, const acc_t* acc, const int64_t* a) {
+      const acc_t scale = mean && count > 0 ? acc_t(1) / acc_t(count) : acc_t(1);
+      for (int64_t f = 0; f < F; ++f) {
+        yp[s * F + f] = static_cast<scalar_t>(count == 0 ? acc_t(0) : acc[f] * scale);
       }
-    });
+      if (ap) std::copy(a, a + F, ap + s * F);
+    };
+    switch (op) {
+      case Reduce::Sum:
+      case Reduce::Mean:
+        reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load, store);
+        break;
+      case Reduce::Min:
+        has_arg ? reduce_segments<acc_t, ExtremeOp<acc_t, false, true>>(p, N, E, F, load, store)
+                : reduce_segments<acc_t, ExtremeOp<acc_t, false, false>>(p, N, E, F, load, store);
+        break;
+      case Reduce::Max:
+        has_arg ? reduce_segments<acc_t, ExtremeOp<acc_t, true, true>>(p, N, E, F, load, store)
+                : reduce_segments<acc_t, ExtremeOp<acc_t, true, false>>(p, N, E, F, load, store);
+        break;
+    }
   });
   return {out, arg};
 }

@@ -19,38 +19,36 @@ at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) 
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    AT_DISPATCH_INDEX_TYPES(ptr.scalar_type(), "segment_softmax", [&] {
-      const index_t* p = ptr.const_data_ptr<index_t>();
-      const scalar_t* xp = x.const_data_ptr<scalar_t>();
-      scalar_t* yp = out.mutable_data_ptr<scalar_t>();
-      std::vector<acc_t> seg_max(N * F), seg_inv_sum(N * F);
-      acc_t* mp = seg_max.data();
-      acc_t* zp = seg_inv_sum.data();
-      auto load_x = [=](int64_t, int64_t r, int64_t f) { return static_cast<acc_t>(xp[r * F + f]); };
-      auto store_max = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
-        std::copy(acc, acc + F, mp + s * F);
-      };
-      reduce_segments<acc_t, ExtremeOp<acc_t, true, false>>(p, N, E, F, load_x, store_max);
+    const int64_t* p = ptr.const_data_ptr<int64_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+    std::vector<acc_t> seg_max(N * F), seg_inv_sum(N * F);
+    acc_t* mp = seg_max.data();
+    acc_t* zp = seg_inv_sum.data();
+    auto load_x = [=](int64_t, int64_t r, int64_t f) { return static_cast<acc_t>(xp[r * F + f]); };
+    auto store_max = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
+      std::copy(acc, acc + F, mp + s * F);
+    };
+    reduce_segments<acc_t, ExtremeOp<acc_t, true, false>>(p, N, E, F, load_x, store_max);
 
-      auto load_exp = [=](int64_t s, int64_t r, int64_t f) {
-        return fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
-      };
-      auto store_inv_sum = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
-        for (int64_t f = 0; f < F; ++f) zp[s * F + f] = acc_t(1) / acc[f];
-      };
-      reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load_exp, store_inv_sum);
+    auto load_exp = [=](int64_t s, int64_t r, int64_t f) {
+      return fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+    };
+    auto store_inv_sum = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
+      for (int64_t f = 0; f < F; ++f) zp[s * F + f] = acc_t(1) / acc[f];
+    };
+    reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load_exp, store_inv_sum);
 
-      at::parallel_for(0, E, std::max<int64_t>(1, (1 << 14) / F), [&](int64_t r0, int64_t r1) {
-        int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
-        for (int64_t r = r0; r < r1; ++r) {
-          while (p[s + 1] <= r) ++s;
+    at::parallel_for(0, E, std::max<int64_t>(1, (1 << 14) / F), [&](int64_t r0, int64_t r1) {
+      int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
+      for (int64_t r = r0; r < r1; ++r) {
+        while (p[s + 1] <= r) ++s;
 TORCH_SEGMENT_SIMD
-          for (int64_t f = 0; f < F; ++f) {
-            const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
-            yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
-          }
+        for (int64_t f = 0; f < F; ++f) {
+          const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+          yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
         }
-      });
+      }
     });
   });
   return out;
