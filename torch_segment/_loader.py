@@ -71,9 +71,19 @@ def select(builds: list[Build], torch_version: str, package_version: str = "") -
     )
 
 
+def installed_version(fallback: str) -> str:
+    """The distribution's version (0.1.0+pt213 for a per-torch build), if installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch-segment")
+    except metadata.PackageNotFoundError:
+        return fallback
+
+
 def load(package_version: str) -> Build:
     import torch
 
-    build = select(find_builds(), torch.__version__, package_version)
+    build = select(find_builds(), torch.__version__, installed_version(package_version))
     torch.ops.load_library(str(build.library))
     return build

@@ -1,0 +1,94 @@
+"""The real pipeline on this machine: per-torch wheels for the torch builds at
+hand (2.13 and 2.14), repaired, audited, merged, smoke-tested; plus the
+failure modes users hit. Slow (a few minutes), run by .ci/run."""
+
+import os
+import shutil
+import subprocess
+import zipfile
+
+import pytest
+from wheel.wheelfile import WheelFile
+
+from ci import audit, build, local, matrix, smoke
+
+pytestmark = pytest.mark.slow
+EPOCH = "1700000000"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheelhouse")
+    before = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+    try:
+        table = local.run(out)  # raises SystemExit with the table if any stage fails
+    finally:
+        if before is None:
+            os.environ.pop("SOURCE_DATE_EPOCH")
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = before
+    print(table)
+    return out
+
+
+def per_torch(wheelhouse, minor):
+    label = matrix.torch(minor).label
+    (wheel,) = (wheelhouse / "per-torch").glob(f"*+{label}-*.whl")
+    return wheel
+
+
+def test_merged_wheel_holds_every_local_build_and_passes_audit(wheelhouse):
+    (merged,) = wheelhouse.glob("*.whl")
+    assert "+" not in merged.name and merged.name.endswith("-cp310-abi3-manylinux_2_34_x86_64.whl")
+    assert audit.audit(merged) == []
+    with zipfile.ZipFile(merged) as zf:
+        builds = sorted(n.split("/")[2] for n in zf.namelist() if n.endswith("build.json"))
+    assert builds == [f"torch_{m.replace('.', '_')}" for m in matrix.load()["local"]["torch"]]
+
+
+@pytest.mark.parametrize("minor", matrix.load()["local"]["torch"])
+def test_merged_wheel_smoke_under_each_torch(wheelhouse, minor):
+    (merged,) = wheelhouse.glob("*.whl")
+    result = smoke.smoke(merged, matrix.load()["local"]["python"], matrix.torch(minor).pin)
+    assert result.ok, result.output
+    assert f"build torch_{minor.replace('.', '_')}" in result.output
+
+
+def test_per_torch_wheel_under_another_torch_fails_clearly(wheelhouse):
+    wheel = per_torch(wheelhouse, "2.13")
+    with smoke.wheel_env(wheel, "3.11", matrix.torch("2.14").pin) as env:
+        proc = subprocess.run([str(env.python), "-c", "import torch_segment"], capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 1, proc.stderr  # an exception, not a crash (a signal gives a negative code)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: torch_segment 0.1.0+pt213 was built for torch 2.13, but torch 2.14.1")
+    assert "pip install 'torch==2.13.*'" in last and "undefined symbol" not in proc.stderr
+
+
+def test_audit_rejects_a_wheel_with_grafted_torch(wheelhouse, tmp_path):
+    good = per_torch(wheelhouse, "2.13")
+    broken = tmp_path / good.name
+    with zipfile.ZipFile(good) as src, WheelFile(broken, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.endswith("RECORD"):
+                dst.writestr(info, src.read(info))
+        libc10 = envs_torch_lib("2.13") / "libc10.so"
+        dst.writestr("torch_segment.libs/libc10-5f2a1b3c.so", libc10.read_bytes())
+    problems = audit.audit(broken)
+    assert "grafted torch/OpenMP library torch_segment.libs/libc10-5f2a1b3c.so" in problems
+
+
+def envs_torch_lib(minor):
+    from ci import envs
+
+    return envs.base_env(matrix.load()["local"]["python"], matrix.torch(minor).pin).site_packages / "torch" / "lib"
+
+
+def test_builds_are_reproducible(wheelhouse, tmp_path, monkeypatch):
+    """Same commit, same SOURCE_DATE_EPOCH, another source folder: byte-identical wheel."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    first = next((wheelhouse / "build").glob("*+pt213-*.whl"))
+    again = build.build("2.13", tmp_path / "again")
+    assert again.name == first.name
+    assert again.read_bytes() == first.read_bytes()
+    shutil.rmtree(tmp_path / "again")

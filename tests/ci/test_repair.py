@@ -1,0 +1,35 @@
+import ast
+import sys
+from pathlib import Path
+
+from ci import repair
+
+
+def fake_torch_lib(tmp_path: Path) -> Path:
+    lib = tmp_path / "torch" / "lib"
+    (lib / "libshm").mkdir(parents=True)
+    for name in ["libc10.so", "libtorch_cpu.so", "libgomp.so.1", "libomp.dylib", "libtorch.so", "README.txt"]:
+        (lib / name).write_bytes(b"")
+    return lib
+
+
+def test_excludes_every_library_with_versioned_names(tmp_path):
+    names = repair.excludes(fake_torch_lib(tmp_path))
+    assert names == ["libc10.so", "libgomp.so.1", "libomp.dylib", "libtorch.so", "libtorch_cpu.so"]
+
+
+def test_linux_and_macos_commands(tmp_path):
+    lib = fake_torch_lib(tmp_path)
+    linux = repair.command(Path("w.whl"), Path("out"), lib, platform="linux", plat="manylinux_2_28_x86_64")
+    assert linux[:4] == ["auditwheel", "repair", "--plat", "manylinux_2_28_x86_64"]
+    assert linux.count("--exclude") == 5 and "libgomp.so.1" in linux
+    mac = repair.command(Path("w.whl"), Path("out"), lib, platform="darwin")
+    assert mac[0] == "delocate-wheel" and "libomp.dylib" in mac and mac[-1] == "w.whl"
+
+
+def test_repair_module_needs_only_the_standard_library():
+    """cibuildwheel runs `repair` in build environments that have no extra packages."""
+    tree = ast.parse(Path(repair.__file__).read_text())
+    imports = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imports |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imports <= sys.stdlib_module_names | {"__future__"}
