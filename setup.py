@@ -85,7 +85,7 @@ class BuildWithRecord(BuildExtension if torch else object):
 
 
 def version_and_requirements():
-    if torch is None:
+    if torch is None or "sdist" in sys.argv:  # the sdist is not tied to a torch
         return VERSION, []
     major, minor = torch_minor()
     return f"{VERSION}+pt{major}{minor}", [f"torch=={major}.{minor}.*"]

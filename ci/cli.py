@@ -48,8 +48,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """Build and install the extension, run benchmarks/bench_ops.py (writes benchmarks/RESULTS.md)."""
+    """Run benchmarks/bench_ops.py (writes benchmarks/RESULTS.md), or with --pipeline bench_pipeline.py."""
     dev = envs.dev_env()
+    if args.pipeline:
+        return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_pipeline.py")]).returncode
     install_package(dev)
     extra = ["--quick"] if args.quick else ["--out", str(ROOT / "benchmarks" / "RESULTS.md")]
     return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_ops.py"), *extra], cwd="/").returncode
@@ -129,7 +131,9 @@ def parser() -> argparse.ArgumentParser:
 
     verb("test", cmd_test)
     verb("demo", cmd_demo)
-    verb("bench", cmd_bench).add_argument("--quick", action="store_true", help="tiny shapes; writes nothing")
+    bench = verb("bench", cmd_bench)
+    bench.add_argument("--quick", action="store_true", help="tiny shapes; writes nothing")
+    bench.add_argument("--pipeline", action="store_true", help="install time, wheel sizes, compile counts")
     local = verb("local", cmd_local)
     local.add_argument("--out", default=str(ROOT / "wheelhouse"))
     local.add_argument("--torch", nargs="*", help="torch minors (default: ci/matrix.toml [local])")

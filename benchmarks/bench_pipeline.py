@@ -1,0 +1,60 @@
+"""Pipeline measurements: install time of our wheel vs building from the
+sdist, wheel sizes, and compiles per release.
+
+Run:  python3.11 -m ci bench --pipeline   (after `python3.11 -m ci local`, which makes wheelhouse/)
+Appends nothing by itself; prints a markdown section to paste into RESULTS.md.
+"""
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))
+
+from ci import envs, matrix  # noqa: E402
+
+
+def timed_install(base: envs.Env, target: Path, requirements: list[Path]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = envs.overlay_env(base, "bench", requirements, path=Path(tmp) / "env")
+        start = time.perf_counter()
+        env.pip("install", "--no-deps", "--no-build-isolation", "--no-index", str(target))
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    wheelhouse = ROOT / "wheelhouse"
+    merged = next(wheelhouse.glob("*.whl"), None)
+    if merged is None:
+        sys.exit("run `python3.11 -m ci local` first (no wheel in wheelhouse/)")
+    local = matrix.load()["local"]
+    base = envs.base_env(local["python"], matrix.torch(local["torch"][0]).pin)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", tmp, str(ROOT)],
+                       check=True, capture_output=True)
+        sdist = next(Path(tmp).glob("*.tar.gz"))
+        wheel_s = min(timed_install(base, merged, []) for _ in range(3))
+        sdist_s = timed_install(base, sdist, [ROOT / "ci" / "requirements-build.txt"])
+    lines = ["### Install: wheel vs sdist", "",
+             f"`pip install --no-deps` into a fresh env over torch {base.path.name}, this machine (2 cores):", "",
+             "| what | seconds |", "|---|---|",
+             f"| merged wheel ({merged.name}) | {wheel_s:.2f} |",
+             f"| sdist ({sdist.name}, compiles the extension) | {sdist_s:.1f} |",
+             f"| ratio | **{sdist_s / wheel_s:.0f}x** |", "",
+             "### Wheel sizes", "", "| wheel | KiB |", "|---|---|"]
+    for wheel in sorted(wheelhouse.glob("per-torch/*.whl")) + [merged]:
+        lines.append(f"| {wheel.name} | {wheel.stat().st_size / 1024:.0f} |")
+    plats, torches = matrix.platforms(), matrix.torches()
+    naive = len(plats) * sum(len(t.python) for t in torches)
+    lines += ["", "### Compiles per release", "",
+              f"{len(plats)} platforms x {len(torches)} torch minors = **{len(plats) * len(torches)} builds** "
+              f"(one abi3 build per platform and torch, reused for every CPython), versus {naive} for a "
+              "build per (platform, CPython, torch).", ""]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
