@@ -169,8 +169,8 @@ def bandwidth_table(sizes, feats, threads, repeats) -> list[str]:
             dst = torch.empty_like(case.src)
             for nthreads in threads:
                 torch.set_num_threads(nthreads)
-                ms = compare({"sum": lambda x: ts.segment_reduce(x, case.indptr), "copy": lambda x: dst.copy_(x)},
-                             case.src, False, repeats)
+                fns = {"sum": lambda x, c=case: ts.segment_reduce(x, c.indptr), "copy": lambda x, d=dst: d.copy_(x)}
+                ms = compare(fns, case.src, False, repeats)
                 nbytes = case.src.numel() * 4
                 sum_bw = (nbytes + case.segs * feat * 4) / ms["sum"] / 1e6
                 copy_bw = 2 * nbytes / ms["copy"] / 1e6

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -57,3 +58,21 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
     if len(built) != 1:
         raise SystemExit(f"expected one new wheel in {out_dir}, found {[p.name for p in built]}")
     return built[0]
+
+
+def sdist(out_dir: Path, isolated: bool = True) -> Path:
+    """The source distribution (needs no torch: setup.py only imports it to compile)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    before = set(out_dir.glob("*.tar.gz"))
+    flags = [] if isolated else ["--no-isolation"]
+    environ = dict(os.environ, SOURCE_DATE_EPOCH=source_date_epoch())
+    subprocess.run([sys.executable, "-m", "build", "--sdist", *flags, "-o", str(out_dir), str(ROOT)], check=True,
+                   env=environ)
+    made = sorted(set(out_dir.glob("*.tar.gz")) - before) or sorted(out_dir.glob("*.tar.gz"))
+    return made[-1]
+
+
+def cibuildwheel(args: list[str]) -> int:
+    """cibuildwheel with SOURCE_DATE_EPOCH set from the last commit (reproducible wheels)."""
+    environ = dict(os.environ, SOURCE_DATE_EPOCH=source_date_epoch())
+    return subprocess.run([sys.executable, "-m", "cibuildwheel", *args], cwd=ROOT, env=environ).returncode

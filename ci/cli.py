@@ -18,7 +18,10 @@ from pathlib import Path
 from . import envs
 from .envs import ROOT, log
 
-NEEDS_DEV_ENV = {"test", "demo", "bench", "local", "build", "audit", "merge", "smoke"}
+# Verbs that run inside the dev env, which they create on first use. Set
+# TORCH_SEGMENT_USE_CURRENT_ENV=1 to run them in the calling Python instead
+# (the workflows do, after installing ci/requirements-*.txt).
+NEEDS_DEV_ENV = {"test", "demo", "bench", "local", "build", "audit", "merge", "smoke", "lint", "sdist"}
 
 
 def dev_environ(dev: envs.Env) -> dict[str, str]:
@@ -66,11 +69,69 @@ def cmd_local(args) -> int:
 
 
 def cmd_matrix(args) -> int:
-    """Print a GitHub Actions matrix (JSON) derived from ci/matrix.toml."""
+    """Print a GitHub Actions matrix (JSON) derived from ci/matrix.toml, or write all of them to $GITHUB_OUTPUT."""
     from . import matrix
 
-    print(matrix.github_matrix(args.scope, args.kind) if args.kind != "table" else matrix.support_table())
+    if args.github_output:
+        matrix.write_github_output(args.scope, Path(os.environ["GITHUB_OUTPUT"]))
+    else:
+        print(matrix.github_matrix(args.scope, args.kind) if args.kind != "table" else matrix.support_table())
     return 0
+
+
+def cmd_install_torch(args) -> int:
+    """Install torch==$TORCH_SEGMENT_TORCH_PIN (from $TORCH_SEGMENT_TORCH_INDEX if set) here (cibuildwheel hooks)."""
+    envs.install_torch_here()
+    return 0
+
+
+def cmd_cibuildwheel(args) -> int:
+    """Run cibuildwheel (its arguments follow) with SOURCE_DATE_EPOCH set from the last commit."""
+    from . import build
+
+    return build.cibuildwheel(args.rest)
+
+
+def cmd_sdist(args) -> int:
+    """Build the sdist."""
+    from . import build
+
+    print(build.sdist(Path(args.out), isolated=not args.no_isolation))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """A verify cell: install the pinned torch and the one wheel in WHEEL_DIR here, then run the smoke check."""
+    from . import smoke
+
+    result = smoke.verify_here(Path(args.wheel_dir))
+    print(result.output)
+    return 0 if result.ok else 1
+
+
+def cmd_check_tag(args) -> int:
+    """Fail unless the git tag equals v<package version>."""
+    from . import release
+
+    release.check_tag(args.tag)
+    print(f"{args.tag} matches the package version")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    """Gather final wheels and sdists from downloaded artifacts (with --sums: SHA256SUMS and notes)."""
+    from . import release
+
+    for path in release.collect(Path(args.artifacts), Path(args.out), args.sums):
+        print(path)
+    return 0
+
+
+def cmd_lint(args) -> int:
+    """ruff, actionlint and zizmor (offline)."""
+    from . import lint
+
+    return lint.run()
 
 
 def cmd_build(args) -> int:
@@ -140,6 +201,19 @@ def parser() -> argparse.ArgumentParser:
     mat = verb("matrix", cmd_matrix)
     mat.add_argument("--scope", choices=["pr", "release"], default="pr")
     mat.add_argument("--kind", choices=["build", "verify", "merge", "table"], default="build")
+    mat.add_argument("--github-output", action="store_true", help="write build/merge/verify to $GITHUB_OUTPUT")
+    verb("install-torch", cmd_install_torch)
+    verb("cibuildwheel", cmd_cibuildwheel)
+    sd = verb("sdist", cmd_sdist)
+    sd.add_argument("--out", default="dist")
+    sd.add_argument("--no-isolation", action="store_true")
+    verb("verify", cmd_verify).add_argument("wheel_dir")
+    verb("check-tag", cmd_check_tag).add_argument("tag")
+    col = verb("collect", cmd_collect)
+    col.add_argument("artifacts")
+    col.add_argument("out")
+    col.add_argument("--sums", action="store_true")
+    verb("lint", cmd_lint)
     bld = verb("build", cmd_build)
     bld.add_argument("--torch", required=True, help="torch minor, e.g. 2.13")
     bld.add_argument("--python", help="CPython to build with (default: ci/matrix.toml [local])")
@@ -164,11 +238,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, rest = parser().parse_known_args(argv)
-    if rest and args.verb != "test":
+    if rest and args.verb not in ("test", "cibuildwheel"):
         parser().error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_IN_DEV_ENV") != "1":
+    if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_USE_CURRENT_ENV") != "1":
         dev = envs.dev_env()
-        environ = dict(dev_environ(dev), TORCH_SEGMENT_IN_DEV_ENV="1")
+        environ = dict(dev_environ(dev), TORCH_SEGMENT_USE_CURRENT_ENV="1")
         return subprocess.run([str(dev.python), "-m", "ci", *argv], cwd=ROOT, env=environ).returncode
     return args.func(args)

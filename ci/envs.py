@@ -89,9 +89,9 @@ def _create(path: Path, python: str, spec: str, fill, venv_args: tuple[str, ...]
 def base_env(python_version: str, torch_version: str) -> Env:
     """python + torch (+ numpy, which torch warns about when missing)."""
     reqs = [f"torch=={torch_version}", "numpy==2.4.6"]
-    spec = "\n".join(reqs)
+    spec = "\n".join(reqs + torch_index_args())
     path = cache_dir() / "envs" / f"py{python_version}-torch{torch_version}"
-    return _create(path, find_python(python_version), spec, lambda env: env.pip("install", *reqs))
+    return _create(path, find_python(python_version), spec, lambda env: env.pip("install", *reqs, *torch_index_args()))
 
 
 def overlay_env(base: Env, name: str, requirements: list[Path] | None = None, path: Path | None = None) -> Env:
@@ -120,3 +120,20 @@ def dev_env(python_version: str = "3.11", torch_version: str = "2.13.0") -> Env:
 def log(message: str) -> None:
     print(f"[ci] {message}", file=sys.stderr, flush=True)
 
+
+
+def torch_index_args() -> list[str]:
+    """pip arguments for where torch comes from: TORCH_SEGMENT_TORCH_INDEX if set
+    (e.g. PyTorch's CPU index on x86_64 CI runners), else pip's configuration."""
+    index = os.environ.get("TORCH_SEGMENT_TORCH_INDEX", "")
+    return ["--index-url", index] if index else []
+
+
+def install_torch_here() -> None:
+    """Install the torch pinned in TORCH_SEGMENT_TORCH_PIN into the running
+    interpreter (cibuildwheel's before-build/before-test, the verify cells)."""
+    pin = os.environ.get("TORCH_SEGMENT_TORCH_PIN")
+    if not pin:
+        raise SystemExit("install-torch: set TORCH_SEGMENT_TORCH_PIN (e.g. 2.13.0)")
+    log(f"installing torch=={pin} {' '.join(torch_index_args())}")
+    subprocess.run([sys.executable, "-m", "pip", "install", f"torch=={pin}", *torch_index_args()], check=True)

@@ -78,9 +78,8 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None) -> str
     per_torch_dir = out / "per-torch"
     for stale in [*out.glob("*.whl"), *per_torch_dir.glob("*.whl")]:
         stale.unlink()
-    repaired = []
+    repaired, dist = [], out / "build"
     for t in torches:
-        dist = out / "build"
         built = progress.step(f"build torch {t.minor}", lambda t=t: (build.build(t.minor, dist, python), "built"))
         lib_dir = envs.base_env(python, t.pin).site_packages / "torch" / "lib"
         fixed = progress.step(f"repair torch {t.minor}",

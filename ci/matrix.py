@@ -5,10 +5,11 @@ selectors, the Requires-Dist range of merged wheels and the support table."""
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+import tomllib
 
 MATRIX = Path(__file__).with_name("matrix.toml")
 
@@ -167,3 +168,10 @@ def support_table() -> str:
             f"{tags['x86_64']} | {tags['aarch64']} | {tags['arm64']} |"
         )
     return "\n".join(lines)
+
+
+def write_github_output(scope: str, path: Path) -> None:
+    """build=..., merge=..., verify=... lines for $GITHUB_OUTPUT."""
+    with path.open("a") as out:
+        for kind in ("build", "merge", "verify"):
+            out.write(f"{kind}={github_matrix(scope, kind)}\n")

@@ -38,11 +38,11 @@ class Result:
     output: str
 
 
-def run_check(env: envs.Env) -> Result:
+def run_check(env: envs.Env, python: str | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="torch-segment-smoke-run-") as cwd:
         script = Path(cwd) / CHECK.name
         shutil.copy(CHECK, script)
-        proc = subprocess.run([str(env.python), str(script)], cwd=cwd, capture_output=True, text=True,
+        proc = subprocess.run([python or str(env.python), str(script)], cwd=cwd, capture_output=True, text=True,
                               env=envs.pip_environ())
     return Result(proc.returncode == 0 and "SMOKE OK" in proc.stdout, proc.stdout + proc.stderr)
 
@@ -51,3 +51,16 @@ def smoke(wheel: Path, python: str, torch_pin: str) -> Result:
     log(f"smoke-testing {wheel.name} on CPython {python} + torch {torch_pin} ...")
     with wheel_env(wheel, python, torch_pin) as env:
         return run_check(env)
+
+
+def verify_here(wheel_dir: Path) -> Result:
+    """A verify cell on a CI runner: the pinned torch and the final wheel go into
+    the running interpreter (a fresh runner is the clean environment)."""
+    import sys
+
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"verify: expected one wheel in {wheel_dir}, found {[w.name for w in wheels]}")
+    envs.install_torch_here()
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", str(wheels[0])], check=True)
+    return run_check(envs.Env(Path(sys.prefix)), python=sys.executable)

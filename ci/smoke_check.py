@@ -41,10 +41,12 @@ def main() -> int:
 
     x = src.clone().requires_grad_()
     ts.segment_reduce(x, indptr, "mean").sum().backward()
-    torch.testing.assert_close(x.grad, (1 / lengths.clamp(min=1).double()).repeat_interleave(lengths)[:, None].expand(40, 3))
+    expected = (1 / lengths.clamp(min=1).double()).repeat_interleave(lengths)[:, None].expand(40, 3)
+    torch.testing.assert_close(x.grad, expected)
     print("backward ok")
 
-    torch.library.opcheck(torch.ops.torch_segment.segment_reduce.default, (x.detach().float().requires_grad_(), indptr, "max", True))
+    args = (x.detach().float().requires_grad_(), indptr, "max", True)
+    torch.library.opcheck(torch.ops.torch_segment.segment_reduce.default, args)
     print("opcheck ok")
 
     try:

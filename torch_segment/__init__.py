@@ -1,7 +1,7 @@
 """Fast CSR segment operations for PyTorch: segment_reduce, gather_csr, segment_softmax."""
 
-from ._version import __version__
 from ._loader import load as _load
+from ._version import __version__
 
 _build = _load(__version__)
 

@@ -30,6 +30,7 @@ def test_linux_and_macos_commands(tmp_path):
 def test_repair_module_needs_only_the_standard_library():
     """cibuildwheel runs `repair` in build environments that have no extra packages."""
     tree = ast.parse(Path(repair.__file__).read_text())
-    imports = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imports |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    nodes = list(ast.walk(tree))
+    imports = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    imports |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom)}
     assert imports <= sys.stdlib_module_names | {"__future__"}

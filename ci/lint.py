@@ -1,0 +1,31 @@
+"""`lint`: ruff on the Python, actionlint and zizmor (offline) on the workflows."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from .envs import ROOT
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def commands() -> list[list[str]]:
+    return [
+        ["ruff", "check", str(ROOT)],
+        ["actionlint", *sorted(str(p) for p in WORKFLOWS.glob("*.yml"))],
+        ["zizmor", "--offline", "--no-progress", str(WORKFLOWS)],
+    ]
+
+
+def run() -> int:
+    failed = 0
+    for cmd in commands():
+        if shutil.which(cmd[0]) is None:
+            print(f"{cmd[0]} is not installed (pip install -r ci/requirements-lint.txt)", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"$ {' '.join(cmd)}", flush=True)
+        failed += subprocess.run(cmd, cwd=ROOT).returncode != 0
+    return 1 if failed else 0

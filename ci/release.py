@@ -1,0 +1,47 @@
+"""Release helpers: `check-tag` (the tag equals the package version) and
+`collect` (gather the final wheels and the sdist from the workflow's
+artifacts, optionally with SHA256SUMS and release notes)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+from .envs import ROOT
+
+
+def package_version() -> str:
+    return re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment" / "_version.py").read_text())[1]
+
+
+def check_tag(tag: str) -> None:
+    expected = f"v{package_version()}"
+    if tag != expected:
+        raise SystemExit(f"tag {tag!r} does not match the package version: expected {expected!r} "
+                         "(bump torch_segment/_version.py, commit, then tag)")
+
+
+def collect(artifacts: Path, out: Path, sums: bool = False) -> list[Path]:
+    """Final wheels (no local +ptAB label: those are per-torch intermediates) and sdists."""
+    files = [p for p in sorted(artifacts.rglob("*.whl")) if "+" not in p.name]
+    files += sorted(artifacts.rglob("*.tar.gz"))
+    if not any(p.suffix == ".whl" for p in files):
+        raise SystemExit(f"collect: no final wheels under {artifacts}")
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in files:
+        target = out / path.name
+        if target.exists():
+            raise SystemExit(f"collect: two artifacts named {path.name}")
+        shutil.copy2(path, target)
+        copied.append(target)
+    if sums:
+        lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in copied]
+        (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+        (out / "NOTES.md").write_text(
+            f"torch-segment {package_version()}\n\nInstall: `pip install torch-segment=={package_version()}`.\n"
+            "Verify a download: `sha256sum -c SHA256SUMS --ignore-missing`.\n"
+        )
+    return copied
