@@ -1,0 +1,163 @@
+"""The workflows cannot run here: lint them, check their structure and
+security conventions, and check they agree with ci/matrix.toml and with
+what cibuildwheel resolves."""
+
+import json
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ci import lint, matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = {p.name: yaml.safe_load(p.read_text()) for p in (ROOT / ".github" / "workflows").glob("*.yml")}
+PUBLISH_JOBS = {("release.yml", "github-release"), ("release.yml", "pypi")}
+CIBW = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["cibuildwheel"]
+
+
+def jobs():
+    for name, wf in WORKFLOWS.items():
+        for job_id, job in wf["jobs"].items():
+            yield name, job_id, job
+
+
+def steps():
+    for name, job_id, job in jobs():
+        for step in job.get("steps", []):
+            yield name, job_id, step
+
+
+@pytest.mark.parametrize("tool", ["actionlint", "zizmor"])
+def test_linters_report_nothing(tool):
+    (cmd,) = [c for c in lint.commands() if c[0] == tool]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_action_is_pinned_to_a_commit_with_a_version_comment():
+    lines = [line for p in (ROOT / ".github" / "workflows").glob("*.yml") for line in p.read_text().splitlines()]
+    uses = [line.split("uses:", 1)[1].strip() for line in lines if line.strip().startswith(("uses:", "- uses:"))]
+    assert uses
+    for ref in uses:
+        if ref.startswith("$/"):  # our own reusable workflow
+            continue
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40} # (v\d+\.\d+\.\d+|release/v\d+.*)", ref), ref
+
+
+def test_top_level_permissions_are_empty_and_jobs_ask_for_their_own():
+    for name, wf in WORKFLOWS.items():
+        assert wf["permissions"] == {}, name
+    for name, job_id, job in jobs():
+        assert "permissions" in job, f"{name}:{job_id} must declare its permissions"
+
+
+def test_only_publish_jobs_hold_id_token_write():
+    holders = {(name, job_id) for name, job_id, job in jobs() if job["permissions"].get("id-token") == "write"}
+    assert holders - {("ci.yml", "index"), ("pages.yml", "deploy")} == PUBLISH_JOBS
+
+
+def test_publish_jobs_run_only_after_every_verify_cell():
+    release = WORKFLOWS["release.yml"]["jobs"]
+    assert release["wheels"]["uses"] == "$/.github/workflows/wheels.yml"
+    assert release["wheels"]["with"]["scope"] == "release"
+    assert release["github-release"]["needs"] == "wheels"
+    assert release["pypi"]["needs"] == "github-release"
+    reusable = WORKFLOWS["wheels.yml"]["jobs"]
+    assert reusable["verify"]["needs"] == ["matrix", "merge"]  # the called workflow fails if any cell fails
+    assert reusable["verify"]["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.verify) }}"
+    assert release["wheels"]["needs"] == "check-tag"
+
+
+def test_pypi_uses_trusted_publishing_in_the_top_level_workflow():
+    pypi = WORKFLOWS["release.yml"]["jobs"]["pypi"]
+    assert pypi["environment"] == "pypi" and pypi["permissions"] == {"id-token": "write"}
+    publish = [s for s in pypi["steps"] if s.get("uses", "").startswith("pypa/gh-action-pypi-publish")]
+    assert publish and "password" not in publish[0].get("with", {})
+    assert "secrets" not in json.dumps(WORKFLOWS["release.yml"])
+
+
+def test_no_expressions_inside_run_scripts():
+    for name, job_id, step in steps():
+        assert "${{" not in step.get("run", ""), f"{name}:{job_id}: {step['run']}"
+
+
+def test_checkout_never_persists_credentials():
+    for name, job_id, step in steps():
+        if step.get("uses", "").startswith("actions/checkout@"):
+            assert step.get("with", {}).get("persist-credentials") is False, f"{name}:{job_id}"
+
+
+def test_no_caches_in_release_builds():
+    for name in ("release.yml", "wheels.yml"):
+        text = json.dumps(WORKFLOWS[name])
+        assert "actions/cache" not in text and '"cache":' not in text, name
+
+
+def test_artifact_names_follow_the_convention():
+    uploads = [s["with"]["name"] for name, _, s in steps() if s.get("uses", "").startswith("actions/upload-artifact@")
+               and name == "wheels.yml"]
+    assert sorted(uploads) == ["${{ matrix.artifact }}", "${{ matrix.artifact }}", "sdist"]
+    merge = WORKFLOWS["wheels.yml"]["jobs"]["merge"]["steps"]
+    download = [s for s in merge if s.get("uses", "").startswith("actions/download-artifact@")][0]
+    assert download["with"]["pattern"] == "${{ matrix.artifact }}-torch*"
+    for cell in matrix.platform_cells("release"):
+        assert all(i.startswith(cell["artifact"] + "-torch") for i in cell["inputs"])
+
+
+def test_ci_builds_the_pr_scope_and_the_matrix_comes_from_the_declaration(tmp_path, monkeypatch):
+    assert WORKFLOWS["ci.yml"]["jobs"]["wheels"]["with"]["scope"] == "pr"
+    cells_step = WORKFLOWS["wheels.yml"]["jobs"]["matrix"]["steps"][-1]
+    assert cells_step["run"] == 'python -m ci matrix --scope "$SCOPE" --github-output'
+    out = tmp_path / "github_output"
+    for scope in ("pr", "release"):
+        out.write_text("")
+        matrix.write_github_output(scope, out)
+        got = dict(line.split("=", 1) for line in out.read_text().splitlines())
+        assert json.loads(got["build"])["include"] == matrix.build_cells(scope)
+        assert json.loads(got["verify"])["include"] == matrix.verify_cells(scope)
+        assert json.loads(got["merge"])["include"] == matrix.platform_cells(scope)
+
+
+def cibw_identifiers(cell, tmp_path):
+    env = dict(os.environ, CIBW_CACHE_PATH=str(tmp_path / "cibw"), CIBW_BUILD=cell["cibw_build"],
+               CIBW_ARCHS=cell["cibw_archs"])
+    result = subprocess.run(["cibuildwheel", "--platform", cell["cibw_platform"], "--print-build-identifiers"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return result.stdout.split()
+
+
+@pytest.mark.parametrize("cell", matrix.build_cells("release"), ids=lambda c: c["artifact"])
+def test_cibuildwheel_selects_exactly_the_declared_pythons(cell, tmp_path):
+    t = matrix.torch(cell["torch"])
+    suffix = {"linux": f"manylinux_{cell['cibw_archs']}", "macos": f"macosx_{cell['cibw_archs']}"}[cell["cibw_platform"]]
+    expected = [f"cp{v.replace('.', '')}-{suffix}" for v in t.python]
+    assert cibw_identifiers(cell, tmp_path) == expected
+
+
+def test_cibuildwheel_resolves_our_verbs(tmp_path):
+    """cibuildwheel prints the options it resolved before it needs docker (which cannot run here)."""
+    env = dict(os.environ, CIBW_CACHE_PATH=str(tmp_path / "cibw"), CIBW_BUILD="cp311-*", CIBW_ARCHS="x86_64")
+    result = subprocess.run(["cibuildwheel", "--platform", "linux", "--output-dir", str(tmp_path / "out")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    options = dict(re.findall(r"^\s+(\w+): (.*)$", result.stdout, re.MULTILINE))
+    assert options["repair_command"] == "cd {project} && python -m ci repair -w {dest_dir} {wheel}"
+    assert options["test_command"] == "python {project}/ci/smoke_check.py"
+    assert options["before_build"].endswith("python -m ci install-torch")
+    assert options["before_test"].endswith("python -m ci install-torch")
+    assert "manylinux_2_28" in result.stdout
+
+
+def test_cibuildwheel_config_matches_the_declaration():
+    macos = matrix.platform("macos-arm64")
+    assert CIBW["macos"]["environment"]["MACOSX_DEPLOYMENT_TARGET"] == macos.deployment_target
+    assert macos.wheel_platform == f"macosx_{macos.deployment_target.replace('.', '_')}_arm64"
+    for p in matrix.platforms():
+        if p.cibw_platform == "linux":
+            assert CIBW["linux"][f"manylinux-{p.arch}-image"] == p.manylinux_image
+            assert p.wheel_platform == f"{p.manylinux_image}_{p.arch}"
+    assert {"TORCH_SEGMENT_TORCH_PIN", "TORCH_SEGMENT_TORCH_INDEX"} <= set(CIBW["linux"]["environment-pass"])
