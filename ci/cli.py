@@ -127,6 +127,32 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    """Download the wheel that fits a platform/CPython/torch from a release, a CI run or an index; verify it."""
+    from . import download, pick
+
+    target = pick.Target(args.platform, args.python or pick.default_python(), args.torch or installed_torch())
+    download.download(download.open_source(args, target), target, Path(args.out))
+    return 0
+
+
+def installed_torch() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cmd_index(args) -> int:
+    """Write a static PEP 503/691/658 index of the wheels and sdists in DIST to OUT."""
+    from . import index
+
+    print(index.build_index(Path(args.dist), Path(args.out)))
+    return 0
+
+
 def cmd_lint(args) -> int:
     """ruff, actionlint and zizmor (offline)."""
     from . import lint
@@ -214,6 +240,20 @@ def parser() -> argparse.ArgumentParser:
     col.add_argument("out")
     col.add_argument("--sums", action="store_true")
     verb("lint", cmd_lint)
+    dl = verb("download", cmd_download)
+    dl.add_argument("--platform", default="native",
+                    help="linux-x86_64, linux-aarch64, macos-arm64, a platform tag, or native (this machine)")
+    dl.add_argument("--python", help="CPython version, e.g. 3.12 (default: this interpreter's)")
+    dl.add_argument("--torch", help="torch version the wheel must support (default: the installed one)")
+    where = dl.add_mutually_exclusive_group(required=True)
+    where.add_argument("--release", metavar="TAG", help="a GitHub release tag (with --repo)")
+    where.add_argument("--run", metavar="RUN_ID", help="a GitHub Actions run id (with --repo; needs a token)")
+    where.add_argument("--index", metavar="URL", help="a simple (PEP 503/691) index URL")
+    dl.add_argument("--repo", help="OWNER/NAME on GitHub")
+    dl.add_argument("-o", "--out", default=".", help="where to save the wheel")
+    idx = verb("index", cmd_index)
+    idx.add_argument("dist")
+    idx.add_argument("out")
     bld = verb("build", cmd_build)
     bld.add_argument("--torch", required=True, help="torch minor, e.g. 2.13")
     bld.add_argument("--python", help="CPython to build with (default: ci/matrix.toml [local])")

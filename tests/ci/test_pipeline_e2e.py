@@ -2,7 +2,6 @@
 hand (2.13 and 2.14), repaired, audited, merged, smoke-tested; plus the
 failure modes users hit. Slow (a few minutes), run by .ci/run."""
 
-import os
 import shutil
 import subprocess
 import zipfile
@@ -10,26 +9,10 @@ import zipfile
 import pytest
 from wheel.wheelfile import WheelFile
 
-from ci import audit, build, local, matrix, smoke
+from ci import audit, build, matrix, smoke
+from tests.ci.conftest import EPOCH
 
 pytestmark = pytest.mark.slow
-EPOCH = "1700000000"
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheelhouse")
-    before = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
-    try:
-        table = local.run(out)  # raises SystemExit with the table if any stage fails
-    finally:
-        if before is None:
-            os.environ.pop("SOURCE_DATE_EPOCH")
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = before
-    print(table)
-    return out
 
 
 def per_torch(wheelhouse, minor):

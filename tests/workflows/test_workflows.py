@@ -6,10 +6,10 @@ import json
 import os
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from ci import lint, matrix
@@ -134,7 +134,8 @@ def cibw_identifiers(cell, tmp_path):
 @pytest.mark.parametrize("cell", matrix.build_cells("release"), ids=lambda c: c["artifact"])
 def test_cibuildwheel_selects_exactly_the_declared_pythons(cell, tmp_path):
     t = matrix.torch(cell["torch"])
-    suffix = {"linux": f"manylinux_{cell['cibw_archs']}", "macos": f"macosx_{cell['cibw_archs']}"}[cell["cibw_platform"]]
+    platform_name = {"linux": "manylinux", "macos": "macosx"}[cell["cibw_platform"]]
+    suffix = f"{platform_name}_{cell['cibw_archs']}"
     expected = [f"cp{v.replace('.', '')}-{suffix}" for v in t.python]
     assert cibw_identifiers(cell, tmp_path) == expected
 

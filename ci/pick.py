@@ -1,0 +1,122 @@
+"""Which wheel fits a target (platform, CPython, torch): the tag logic pip
+uses (`packaging.tags`, abi3 included) plus the torch range in the wheel's
+metadata. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+
+from packaging import tags
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+PLATFORM_ALIASES = {  # user-facing names -> the platform tag our wheels use
+    "linux-x86_64": "manylinux_2_28_x86_64",
+    "linux-aarch64": "manylinux_2_28_aarch64",
+    "macos-arm64": "macosx_14_0_arm64",
+}
+LEGACY_MANYLINUX = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
+
+
+@dataclass(frozen=True)
+class Target:
+    platform: str  # a platform tag (manylinux_2_28_x86_64, macosx_14_0_arm64, ...) or "native"
+    python: str  # "3.12"
+    torch: str | None = None  # "2.13.1"; None: any
+
+    def platforms(self) -> list[str]:
+        """Platform tags this target accepts, most specific first (as pip orders them)."""
+        plat = PLATFORM_ALIASES.get(self.platform, self.platform)
+        if plat == "native":
+            return list(dict.fromkeys(t.platform for t in tags.sys_tags()))
+        if m := re.fullmatch(r"manylinux_(\d+)_(\d+)_(\w+)", plat):
+            major, minor, arch = int(m[1]), int(m[2]), m[3]
+            found = [f"manylinux_{major}_{v}_{arch}" for v in range(minor, -1, -1)]
+            return found + [legacy + f"_{arch}" for legacy, (ma, mi) in LEGACY_MANYLINUX.items()
+                            if (ma, mi) <= (major, minor)]
+        if m := re.fullmatch(r"macosx_(\d+)_(\d+)_(\w+)", plat):
+            return list(tags.mac_platforms((int(m[1]), int(m[2])), m[3]))
+        return [plat]  # e.g. musllinux_1_2_x86_64 or linux_x86_64: only itself
+
+    def tags(self) -> list[tags.Tag]:
+        version = tuple(int(p) for p in self.python.split("."))
+        platforms = self.platforms()
+        return [*tags.cpython_tags(version, platforms=platforms), *tags.compatible_tags(version, platforms=platforms)]
+
+
+@dataclass
+class Candidate:
+    filename: str
+    url: str = ""
+    sha256: str | None = None
+    requires_torch: str | None = None  # from the metadata, when known
+    requires_python: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def tag_rank(filename: str, target: Target) -> int | None:
+    """Position of the wheel's best tag in the target's preference list, or None."""
+    try:
+        _, _, _, wheel_tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename:
+        return None
+    order = {tag: i for i, tag in enumerate(target.tags())}
+    ranks = [order[t] for t in wheel_tags if t in order]
+    return min(ranks) if ranks else None
+
+
+def torch_requirement(metadata: str) -> str | None:
+    for line in metadata.splitlines():
+        if line.lower().startswith("requires-dist:"):
+            req = Requirement(line.split(":", 1)[1].strip())
+            if canonicalize_name(req.name) == "torch":
+                return str(req.specifier)
+        if not line.strip():
+            break
+    return None
+
+
+def requires_python(metadata: str) -> str | None:
+    for line in metadata.splitlines():
+        if line.lower().startswith("requires-python:"):
+            return line.split(":", 1)[1].strip()
+        if not line.strip():
+            break
+    return None
+
+
+def reject_reasons(candidate: Candidate, target: Target) -> list[str]:
+    """Why this wheel does not fit the target (empty: it fits)."""
+    if not candidate.filename.endswith(".whl"):
+        return ["not a wheel"]
+    if tag_rank(candidate.filename, target) is None:
+        tag = candidate.filename[:-4].split("-", 2)[-1]
+        return [f"tag {tag} does not fit {target.platform} / CPython {target.python}"]
+    reasons = []
+    if candidate.requires_python and Version(target.python) not in SpecifierSet(candidate.requires_python):
+        reasons.append(f"requires Python {candidate.requires_python}")
+    if target.torch and candidate.requires_torch is not None:
+        wanted = Version(target.torch).public
+        if not SpecifierSet(candidate.requires_torch).contains(wanted, prereleases=True):
+            reasons.append(f"requires torch{candidate.requires_torch}, not {target.torch}")
+    return reasons
+
+
+def rank(candidates: list[Candidate], target: Target) -> list[Candidate]:
+    """Candidates whose tags fit, best first (pip's order: tag priority, then newer version)."""
+    fitting = [c for c in candidates if c.filename.endswith(".whl") and tag_rank(c.filename, target) is not None]
+    newest_first = sorted(fitting, key=lambda c: parse_wheel_filename(c.filename)[1], reverse=True)
+    return sorted(newest_first, key=lambda c: tag_rank(c.filename, target))  # stable: ties stay newest first
+
+
+def describe(target: Target) -> str:
+    return f"{PLATFORM_ALIASES.get(target.platform, target.platform)}, CPython {target.python}" + (
+        f", torch {target.torch}" if target.torch else "")
+
+
+def default_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"

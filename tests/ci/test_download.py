@@ -1,0 +1,185 @@
+"""download and index against local HTTP servers on 127.0.0.1: a fake GitHub
+release API, and a generated simple index checked with real pip."""
+
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ci import download, envs, index, matrix
+from ci.pick import Target
+from tests.ci.wheel_factory import make_wheel
+
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_28_aarch64", "macosx_14_0_arm64"]
+
+
+class Server:
+    """Serves a folder, plus optional canned JSON routes, on a free loopback port."""
+
+    def __init__(self, root: Path, routes: dict[str, bytes] | None = None):
+        routes = routes or {}
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                if self.path in routes:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(routes[self.path])
+                else:
+                    super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def final_wheels(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make_wheel(folder, version="0.1.0", requires="torch>=2.12,<2.16", tag=f"cp310-abi3-{p}",
+                       builds={"torch_2_13": "2.13.0"}) for p in PLATFORMS]
+
+
+@pytest.fixture
+def release(tmp_path, monkeypatch):
+    """A fake GitHub API serving a release with our three platform wheels, SHA256SUMS and the sdist."""
+    files = tmp_path / "dl"
+    wheels = final_wheels(files)
+    (files / "torch_segment-0.1.0.tar.gz").write_bytes(b"sdist")
+    sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(files.iterdir()))
+    (files / "SHA256SUMS").write_text(sums)
+    routes = {}
+    server = Server(files, routes)  # routes are read per request, so they can be filled in now
+    assets = [{"name": p.name, "browser_download_url": f"{server.url}/{p.name}", "url": f"{server.url}/{p.name}"}
+              for p in sorted(files.iterdir())]
+    routes["/repos/o/r/releases/tags/v0.1.0"] = json.dumps({"assets": assets}).encode()
+    monkeypatch.setenv("GITHUB_API_URL", server.url)
+    monkeypatch.delenv("GH_TOKEN", raising=False)
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    yield files, wheels
+    server.close()
+
+
+@pytest.mark.parametrize("platform", ["linux-x86_64", "linux-aarch64", "macos-arm64"])
+def test_release_download_picks_the_platform(release, tmp_path, platform, capsys):
+    _, wheels = release
+    target = Target(platform, "3.12", "2.13.1")
+    got = download.download(download.ReleaseSource("o/r", "v0.1.0"), target, tmp_path / "out")
+    expected = {"linux-x86_64": wheels[0], "linux-aarch64": wheels[1], "macos-arm64": wheels[2]}[platform]
+    assert got.name == expected.name and got.read_bytes() == expected.read_bytes()
+    out = capsys.readouterr().out
+    assert f"chose {expected.name}" in out and "verified" in out
+
+
+def test_checksum_mismatch_leaves_nothing(release, tmp_path):
+    files, wheels = release
+    sums = (files / "SHA256SUMS").read_text().replace(hashlib.sha256(wheels[0].read_bytes()).hexdigest(), "0" * 64)
+    (files / "SHA256SUMS").write_text(sums)
+    with pytest.raises(download.DownloadError, match="SHA256 mismatch"):
+        download.download(download.ReleaseSource("o/r", "v0.1.0"), Target("linux-x86_64", "3.12"), tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_missing_platform_lists_what_exists(release, tmp_path):
+    with pytest.raises(download.DownloadError) as error:
+        download.download(download.ReleaseSource("o/r", "v0.1.0"), Target("manylinux_2_28_ppc64le", "3.12"),
+                          tmp_path / "out")
+    message = str(error.value)
+    assert "no wheel fits manylinux_2_28_ppc64le" in message
+    for p in PLATFORMS:
+        assert f"tag cp310-abi3-{p} does not fit" in message
+    assert "torch_segment-0.1.0.tar.gz: not a wheel" in message
+
+
+def test_torch_outside_the_range_is_rejected(release, tmp_path):
+    with pytest.raises(download.DownloadError, match=r"requires torch<2.16,>=2.12, not 2.11.0"):
+        download.download(download.ReleaseSource("o/r", "v0.1.0"), Target("linux-x86_64", "3.12", "2.11.0"),
+                          tmp_path / "out")
+
+
+def test_github_renamed_assets_are_mapped_back():
+    assert download.github_asset_name("torch_segment-0.1.0+pt213-cp310-abi3-x.whl") == (
+        "torch_segment-0.1.0.pt213-cp310-abi3-x.whl")
+
+
+def test_network_error_is_a_clean_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_API_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    proc = subprocess.run([sys.executable, "-m", "ci", "download", "--release", "v0.1.0", "--repo", "o/r",
+                           "--platform", "linux-x86_64", "--python", "3.12", "-o", str(tmp_path)],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("download: could not reach http://127.0.0.1:9/repos/o/r/releases")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def simple_index(tmp_path):
+    dist = tmp_path / "dist"
+    final_wheels(dist)
+    (dist / "torch_segment-0.1.0.tar.gz").write_bytes(b"sdist")
+    index.build_index(dist, tmp_path / "site")
+    server = Server(tmp_path / "site")
+    yield server.url + "/simple", dist
+    server.close()
+
+
+def pip_download(index_url: str, platform: str, python: str, dest: Path) -> list[str]:
+    subprocess.run([sys.executable, "-m", "pip", "download", "torch-segment", "--index-url", index_url,
+                    "--platform", platform, "--python-version", python, "--only-binary=:all:", "--no-deps",
+                    "-d", str(dest), "-q", "--isolated"], check=True, capture_output=True)
+    return sorted(p.name for p in dest.iterdir())
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13", "3.14"])
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_real_pip_and_our_download_pick_the_same_wheel(simple_index, tmp_path, platform, python):
+    index_url, _ = simple_index
+    by_pip = pip_download(index_url, platform, python, tmp_path / "pip")
+    ours = download.download(download.IndexSource(index_url), Target(platform, python), tmp_path / "ours")
+    assert by_pip == [ours.name]
+
+
+def test_index_carries_hashes_metadata_and_requires_python(simple_index):
+    index_url, dist = simple_index
+    source = download.IndexSource(index_url)
+    wheels = [c for c in source.candidates if c.filename.endswith(".whl")]
+    assert len(wheels) == 3 and all(c.sha256 and c.requires_python == ">=3.10" for c in wheels)
+    assert all(c.requires_torch == "<2.16,>=2.12" for c in wheels)  # read from the PEP 658 .metadata files
+    for c in source.candidates:
+        assert c.sha256 == hashlib.sha256((dist / c.filename).read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_pip_install_from_the_index_runs_here(wheelhouse, tmp_path):
+    """The real merged wheel from the pipeline, served by our index, installed by pip over torch 2.13."""
+    (merged,) = wheelhouse.glob("*.whl")
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.copy(merged, dist)
+    index.build_index(dist, tmp_path / "site")
+    server = Server(tmp_path / "site")
+    try:
+        base = envs.base_env(matrix.load()["local"]["python"], matrix.torch("2.13").pin)
+        env = envs.overlay_env(base, "index", path=tmp_path / "env")
+        env.pip("install", "torch-segment", "--index-url", server.url + "/simple", "--isolated")
+        proc = subprocess.run([str(env.python), "-c", "import torch, torch_segment as ts; "
+                               "print(ts.segment_reduce(torch.ones(4, 2), torch.tensor([0, 1, 4])).tolist())"],
+                              capture_output=True, text=True, cwd=tmp_path)
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[[1.0, 1.0], [3.0, 3.0]]"
