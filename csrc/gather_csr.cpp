@@ -1,7 +1,6 @@
 // gather_csr: broadcast row s of src to every row of segment s.
 #include "segment.h"
 
-#include <cstring>
 
 namespace torch_segment {
 namespace {
@@ -19,17 +18,29 @@ at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::
   at::Tensor out = at::empty(sizes, src.options());
   if (E == 0 || F == 0) return out;
 
-  const int64_t row_bytes = F * x.element_size();
-  const char* xp = static_cast<const char*>(x.const_data_ptr());
-  char* yp = static_cast<char*>(out.mutable_data_ptr());
   const int64_t* p = ptr.const_data_ptr<int64_t>();
-  // Parallel over output rows, so segment sizes do not matter.
-  at::parallel_for(0, E, std::max<int64_t>(1, (1 << 15) / F), [&](int64_t r0, int64_t r1) {
-    int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
-    for (int64_t r = r0; r < r1; ++r) {
-      while (p[s + 1] <= r) ++s;
-      std::memcpy(yp + r * row_bytes, xp + s * row_bytes, row_bytes);
-    }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gather_csr", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+    // Parallel over output rows, so segment sizes do not matter; within a
+    // chunk, walk the segments and fill each one's rows with its source row.
+    at::parallel_for(0, E, std::max<int64_t>(1, (1 << 15) / F), [&](int64_t r0, int64_t r1) {
+      int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
+      for (int64_t r = r0; r < r1; ++s) {
+        const int64_t end = std::min<int64_t>(p[s + 1], r1);
+        const scalar_t* row = xp + s * F;
+        if (F == 1) {
+          std::fill(yp + r, yp + end, row[0]);
+        } else {
+          for (int64_t rr = r; rr < end; ++rr) {
+            scalar_t* dst = yp + rr * F;
+            TORCH_SEGMENT_SIMD
+            for (int64_t f = 0; f < F; ++f) dst[f] = row[f];  // inline, not a memmove call per row
+          }
+        }
+        r = std::max(r, end);
+      }
+    });
   });
   return out;
 }

@@ -24,7 +24,7 @@ class Server:
     """Serves a folder, plus optional canned JSON routes, on a free loopback port."""
 
     def __init__(self, root: Path, routes: dict[str, bytes] | None = None):
-        routes = routes or {}
+        routes = routes if routes is not None else {}
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def do_GET(self):
