@@ -64,7 +64,8 @@ def cmd_local(args) -> int:
     """The main job: build, repair, audit, merge and smoke-test the wheels for this machine."""
     from . import local
 
-    print(local.run(Path(args.out), args.torch))
+    out = Path(args.out) if args.out else ROOT / "wheelhouse" / ("aarch64" if args.arch == "aarch64" else "")
+    print(local.run(out, args.torch, args.arch))
     return 0
 
 
@@ -222,8 +223,10 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny shapes; writes nothing")
     bench.add_argument("--pipeline", action="store_true", help="install time, wheel sizes, compile counts")
     local = verb("local", cmd_local)
-    local.add_argument("--out", default=str(ROOT / "wheelhouse"))
+    local.add_argument("--out", help="default: wheelhouse/ (wheelhouse/aarch64/ with --arch aarch64)")
     local.add_argument("--torch", nargs="*", help="torch minors (default: ci/matrix.toml [local])")
+    local.add_argument("--arch", choices=["native", "aarch64"], default="native",
+                       help="aarch64: the Linux arm64 wheel under qemu emulation (root, binfmt_misc)")
     mat = verb("matrix", cmd_matrix)
     mat.add_argument("--scope", choices=["pr", "release"], default="pr")
     mat.add_argument("--kind", choices=["build", "verify", "merge", "table"], default="build")

@@ -70,26 +70,65 @@ def smoked(wheel: Path, python: str, pin: str) -> tuple[None, str]:
     return None, result.output.splitlines()[0]
 
 
-def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None) -> str:
+def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: str = "native") -> str:
     local = matrix.load()["local"]
-    python, minors = local["python"], minors or local["torch"]
+    if arch == "aarch64":
+        return run_aarch64(out, minors or local["aarch64_torch"])
+    python = local["python"]
+    return pipeline(
+        out, [matrix.torch(m) for m in minors or local["torch"]],
+        build=lambda t, dist: build.build(t.minor, dist, python),
+        lib_dir=lambda t: envs.base_env(python, t.pin).site_packages / "torch" / "lib",
+        smoke_cells=[(f"smoke cp{python} torch {t.pin}", lambda w, t=t: smoked(w, python, t.pin))
+                     for t in map(matrix.torch, minors or local["torch"])],
+        note="Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 container "
+             "and reaches manylinux_2_28.",
+    )
+
+
+def run_aarch64(out: Path, minors: list[str]) -> str:
+    from . import aarch64
+
+    aarch64.check_host()
     torches = [matrix.torch(m) for m in minors]
-    progress = Progress(total=3 * len(torches) + 2 + len(torches))
+
+    def emulated_smoke(wheel: Path, t: matrix.Torch):
+        ok, output = aarch64.smoke(wheel, t.minor)
+        if not ok:
+            raise SystemExit(output)
+        return None, output.splitlines()[0] + " | " + output.splitlines()[1]
+
+    return pipeline(
+        out, torches,
+        build=lambda t, dist: aarch64.build(t.minor, dist),
+        lib_dir=lambda t: aarch64.torch_site(t.pin) / "torch" / "lib",
+        smoke_cells=[(f"smoke cp{aarch64.PYTHON} torch {t.pin} (qemu)", lambda w, t=t: emulated_smoke(w, t))
+                     for t in torches],
+        note="Reached {tag}: built against Debian bookworm's glibc in an emulated arm64 rootfs (CI's "
+             "manylinux_2_28 container on a native arm runner reaches manylinux_2_28). Built and tested under "
+             "qemu-user emulation, not on arm64 hardware.",
+        prepare=("prepare arm64 rootfs", lambda: (None, str(aarch64.prepare_rootfs()))),
+    )
+
+
+def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells, note: str, prepare=None) -> str:
+    """build -> repair -> audit per torch, merge -> audit, then every smoke cell; returns the table."""
+    progress = Progress(total=3 * len(torches) + 2 + len(smoke_cells) + bool(prepare))
     per_torch_dir = out / "per-torch"
     for stale in [*out.glob("*.whl"), *per_torch_dir.glob("*.whl")]:
         stale.unlink()
+    if prepare:
+        progress.step(*prepare)
     repaired, dist = [], out / "build"
     for t in torches:
-        built = progress.step(f"build torch {t.minor}", lambda t=t: (build.build(t.minor, dist, python), "built"))
-        lib_dir = envs.base_env(python, t.pin).site_packages / "torch" / "lib"
+        built = progress.step(f"build torch {t.minor}", lambda t=t: (build(t, dist), "built"))
         fixed = progress.step(f"repair torch {t.minor}",
-                              lambda b=built, d=lib_dir: (repair.repair(b, per_torch_dir, lib_dir=d), "repaired"))
+                              lambda b=built, t=t: (repair.repair(b, per_torch_dir, lib_dir=lib_dir(t)), "repaired"))
         progress.step(f"audit torch {t.minor}", lambda w=fixed: audited(w))
         repaired.append(fixed)
-    merged = progress.step("merge", lambda: (merge.merge(repaired, out), f"{len(repaired)} builds"))
+    merged = progress.step("merge", lambda: (merge.merge(repaired, out), f"{len(repaired)} build(s)"))
     progress.step("audit merged", lambda: audited(merged))
-    for t in torches:
-        progress.step(f"smoke cp{python} torch {t.pin}", lambda t=t: smoked(merged, python, t.pin))
+    for cell, action in smoke_cells:
+        progress.step(cell, lambda a=action: a(merged))
     tag = next(iter(WheelInfo.read(merged).tags)).platform
-    return (progress.table() + f"\n\nFinal wheel: {merged}\nReached {tag} on this machine (glibc here is newer); "
-            "CI builds in the manylinux_2_28 container and reaches manylinux_2_28.")
+    return progress.table() + f"\n\nFinal wheel: {merged}\n" + note.format(tag=tag)

@@ -1,0 +1,52 @@
+"""The Linux arm64 wheel built, repaired, audited, merged and smoke-tested on
+this x86_64 machine under qemu emulation (`python -m ci local --arch aarch64`).
+Slow (~2 min cached, ~4 min cold); skipped, with the reason, where root or
+binfmt_misc are missing."""
+
+import io
+import zipfile
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from ci import aarch64, audit, local
+from ci.wheels import WheelInfo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    reason = aarch64.unavailable()
+    if reason:
+        pytest.skip(f"aarch64 emulation unavailable here: {reason}")
+    out = tmp_path_factory.mktemp("aarch64")
+    table = local.run(out, arch="aarch64")  # SystemExit (with the table) if any stage fails
+    print(table)
+    return out, table
+
+
+def test_wheel_is_an_audited_abi3_aarch64_wheel(emulated):
+    out, _ = emulated
+    (merged,) = out.glob("*.whl")
+    info = WheelInfo.read(merged)
+    tag = next(iter(info.tags))
+    assert (tag.interpreter, tag.abi) == ("cp310", "abi3") and tag.platform.endswith("_aarch64")
+    assert audit.audit(merged) == []
+    with zipfile.ZipFile(merged) as zf:
+        (lib,) = [n for n in zf.namelist() if n.endswith(".so")]
+        assert ELFFile(io.BytesIO(zf.read(lib))).header["e_machine"] == "EM_AARCH64"
+        assert not [n for n in zf.namelist() if audit.is_grafted(n)]
+
+
+def test_smoke_ran_under_emulation_against_the_reference(emulated):
+    _, table = emulated
+    smoke_row = [line for line in table.splitlines() if line.startswith("| smoke")][0]
+    assert "emulated aarch64 (qemu-user, not hardware)" in smoke_row
+    assert "build torch_2_13" in smoke_row
+    assert "not on arm64 hardware" in table
+
+
+def test_no_mount_is_left_behind(emulated):
+    mounts = open("/proc/mounts").read()
+    assert str(aarch64.rootfs()) not in mounts
