@@ -2,7 +2,7 @@
 sdist, wheel sizes, and compiles per release.
 
 Run:  python3.11 -m ci bench --pipeline   (after `python3.11 -m ci local`, which makes wheelhouse/)
-Appends nothing by itself; prints a markdown section to paste into RESULTS.md.
+Prints the results and writes them to benchmarks/PIPELINE.md.
 """
 
 import subprocess
@@ -25,6 +25,12 @@ def timed_install(base: envs.Env, target: Path, requirements: list[Path]) -> flo
         return time.perf_counter() - start
 
 
+def timed_pip_version(base: envs.Env) -> float:
+    start = time.perf_counter()
+    subprocess.run([str(base.python), "-m", "pip", "--version"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     wheelhouse = ROOT / "wheelhouse"
     merged = next(wheelhouse.glob("*.whl"), None)
@@ -37,13 +43,15 @@ def main() -> None:
                        check=True, capture_output=True)
         sdist = next(Path(tmp).glob("*.tar.gz"))
         wheel_s = min(timed_install(base, merged, []) for _ in range(3))
+        pip_s = min(timed_pip_version(base) for _ in range(3))
         sdist_s = timed_install(base, sdist, [ROOT / "ci" / "requirements-build.txt"])
     lines = ["### Install: wheel vs sdist", "",
              f"`pip install --no-deps` into a fresh env over torch {base.path.name}, this machine (2 cores):", "",
              "| what | seconds |", "|---|---|",
              f"| merged wheel ({merged.name}) | {wheel_s:.2f} |",
              f"| sdist ({sdist.name}, compiles the extension) | {sdist_s:.1f} |",
-             f"| ratio | **{sdist_s / wheel_s:.0f}x** |", "",
+             f"| ratio | **{sdist_s / wheel_s:.0f}x** |",
+             f"| (pip's own start-up, `pip --version`, included in both) | {pip_s:.2f} |", "",
              "### Wheel sizes", "", "| wheel | KiB |", "|---|---|"]
     for wheel in sorted(wheelhouse.glob("per-torch/*.whl")) + [merged]:
         lines.append(f"| {wheel.name} | {wheel.stat().st_size / 1024:.0f} |")
@@ -53,7 +61,10 @@ def main() -> None:
               f"{len(plats)} platforms x {len(torches)} torch minors = **{len(plats) * len(torches)} builds** "
               f"(one abi3 build per platform and torch, reused for every CPython), versus {naive} for a "
               "build per (platform, CPython, torch).", ""]
-    print("\n".join(lines))
+    text = "\n".join(["# Pipeline measurements", "", "Command: `python3.11 -m ci bench --pipeline` "
+                      "(after `python3.11 -m ci local`).", "", *lines])
+    print(text)
+    (ROOT / "benchmarks" / "PIPELINE.md").write_text(text)
 
 
 if __name__ == "__main__":
