@@ -32,7 +32,7 @@ def steps():
             yield name, job_id, step
 
 
-@pytest.mark.parametrize("tool", ["actionlint", "zizmor"])
+@pytest.mark.parametrize("tool", ["ruff", "actionlint", "zizmor"])
 def test_linters_report_nothing(tool):
     (cmd,) = [c for c in lint.commands() if c[0] == tool]
     result = subprocess.run(cmd, capture_output=True, text=True)
