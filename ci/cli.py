@@ -1,10 +1,12 @@
 """The pipeline as one tool: `python -m ci <verb>` (see `python -m ci --help`).
 
-Verbs that need the dev env (torch, build and test tools) create it on first
-use and re-run themselves inside it, so a fresh machine needs only CPython.
-The stage verbs (matrix, repair, ...) run in whatever Python calls them, as
-cibuildwheel and the workflows do; their modules are imported lazily so that
-`repair` works with the standard library alone.
+Verbs that need the dev env (torch, build, test and pipeline tools; see
+NEEDS_DEV_ENV) create it on first use and re-run themselves inside it, so a
+fresh machine needs only CPython 3.11. The others (matrix, repair,
+install-torch, verify, check-tag, collect, download, index, cibuildwheel)
+run in whatever Python calls them, as cibuildwheel and the workflows do;
+modules are imported lazily so that `repair` and `install-torch` work with
+the standard library alone (cibuildwheel runs them on CPython 3.10).
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def overlay_env(base: Env, name: str, requirements: list[Path] | None = None, pa
     Created without pip or setuptools of its own: `python -m pip` runs the
     base's pip, which installs into this env.
     """
-    reqs = [r.read_text() for r in requirements or []]
+    reqs = [requirements_text(r) for r in requirements or []]
     spec = f"base={base.path}\n" + "\n".join(reqs)
     path = path or cache_dir() / "envs" / f"{base.path.name}-{name}-{_spec_hash(spec)}"
 
@@ -112,14 +112,26 @@ def overlay_env(base: Env, name: str, requirements: list[Path] | None = None, pa
     return _create(path, str(base.python), spec, fill, venv_args=["--without-pip"])
 
 
+def requirements_text(path: Path) -> str:
+    """A requirements file with its `-r` includes inlined (the env's spec must change with them)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith("-r "):
+            lines.append(requirements_text(path.parent / line[3:].strip()))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def dev_env(python_version: str = "3.11", torch_version: str = "2.13.0") -> Env:
-    """The tools env: build deps, test tools and pipeline tools over a torch base."""
+    """The tools env: build deps, test tools and pipeline tools over a torch base.
+    (The defaults are ci/matrix.toml's [local] python and first torch; a test checks it.
+    Not read from there: this module must import on CPython 3.10, which has no tomllib.)"""
     return overlay_env(base_env(python_version, torch_version), "dev", [ROOT / "ci" / "requirements-dev.txt"])
 
 
 def log(message: str) -> None:
     print(f"[ci] {message}", file=sys.stderr, flush=True)
-
 
 
 def torch_index_args() -> list[str]:

@@ -52,9 +52,23 @@ def test_requires_torch_range():
     assert matrix.requires_torch(["2.12", "2.13", "2.14", "2.15"]) == "torch>=2.12,<2.16"
 
 
-def test_local_torches_are_declared():
+def test_local_torches_are_declared_and_the_dev_env_uses_them():
+    import inspect
+
+    from ci import envs
+
     local = matrix.load()["local"]
-    assert all(matrix.torch(m) for m in local["torch"])
+    assert all(matrix.torch(m) for m in local["torch"] + local["aarch64_torch"])
+    defaults = inspect.signature(envs.dev_env).parameters
+    assert defaults["python_version"].default == local["python"]
+    assert defaults["torch_version"].default == matrix.torch(local["torch"][0]).pin
+
+
+def test_requirement_includes_are_part_of_the_env_spec():
+    from ci import envs
+
+    text = envs.requirements_text(envs.ROOT / "ci" / "requirements-dev.txt")
+    assert "-r " not in text and "ninja==" in text and "uv==" in text and "ruff==" in text
 
 
 def test_readme_support_table_is_generated_from_the_declaration():
