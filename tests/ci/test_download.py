@@ -183,3 +183,26 @@ def test_pip_install_from_the_index_runs_here(wheelhouse, tmp_path):
         server.close()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[[1.0, 1.0], [3.0, 3.0]]"
+
+
+UV_PLATFORMS = {  # our platform tag -> uv's --python-platform (+ its macOS deployment target)
+    "manylinux_2_28_x86_64": ("x86_64-manylinux_2_28", None),
+    "manylinux_2_28_aarch64": ("aarch64-manylinux_2_28", None),
+    "macosx_14_0_arm64": ("aarch64-apple-darwin", "14.0"),
+}
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.14"])
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_uv_picks_the_same_wheel_as_our_download(simple_index, tmp_path, platform, python):
+    """uv (installed in the dev env) resolves against our index for a foreign platform."""
+    index_url, _ = simple_index
+    uv_platform, macos = UV_PLATFORMS[platform]
+    env = dict(envs.pip_environ(), **({"MACOSX_DEPLOYMENT_TARGET": macos} if macos else {}))
+    subprocess.run(["uv", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp_path / "t"),
+                    "--python-platform", uv_platform, "--python-version", python, "--index-url", index_url,
+                    "torch-segment"], check=True, env=env, capture_output=True)
+    (wheel_file,) = (tmp_path / "t").glob("*.dist-info/WHEEL")
+    chosen_tag = [line.split(": ")[1] for line in wheel_file.read_text().splitlines() if line.startswith("Tag:")]
+    ours = download.download(download.IndexSource(index_url), Target(platform, python), tmp_path / "ours")
+    assert chosen_tag == [ours.name[:-4].split("-", 2)[-1]]
