@@ -46,7 +46,8 @@ def compile_args():
         args.append("-g0")  # Python's CFLAGS add -g; the .so would be 100x larger
     if sys.platform == "linux":
         # at::parallel_for is only parallel when the extension itself is built
-        # with OpenMP; libgomp comes from torch/lib at run time.
+        # with OpenMP; libgomp comes from torch/lib at run time. (macOS: Apple
+        # clang has no -fopenmp, so the kernels run serially there.)
         args.append("-fopenmp")
     return args
 
