@@ -15,7 +15,7 @@ def commands() -> list[list[str]]:
     return [
         ["ruff", "check", str(ROOT)],
         ["actionlint", *sorted(str(p) for p in WORKFLOWS.glob("*.yml"))],
-        ["zizmor", "--offline", "--no-progress", str(WORKFLOWS)],
+        ["zizmor", "--offline", "--no-progress", "--config", str(ROOT / ".github" / "zizmor.yml"), str(WORKFLOWS)],
     ]
 
 
