@@ -167,7 +167,7 @@ def chroot(args: list[str], env: dict[str, str], check: bool = True) -> subproce
 
 
 def requirement_lines(path: Path) -> list[str]:
-    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    lines = (line.split("#")[0].strip() for line in envs.requirements_text(path).splitlines())
     return [line for line in lines if line]
 
 

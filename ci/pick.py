@@ -4,6 +4,7 @@ metadata. Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import email.parser
 import re
 import sys
 from dataclasses import dataclass, field
@@ -70,23 +71,14 @@ def tag_rank(filename: str, target: Target) -> int | None:
 
 
 def torch_requirement(metadata: str) -> str | None:
-    for line in metadata.splitlines():
-        if line.lower().startswith("requires-dist:"):
-            req = Requirement(line.split(":", 1)[1].strip())
-            if canonicalize_name(req.name) == "torch":
-                return str(req.specifier)
-        if not line.strip():
-            break
-    return None
+    """The specifier of the Requires-Dist on torch in a METADATA text (None: no such requirement)."""
+    reqs = [Requirement(r) for r in email.parser.HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []]
+    torch = [r for r in reqs if canonicalize_name(r.name) == "torch"]
+    return str(torch[0].specifier) if torch else None
 
 
 def requires_python(metadata: str) -> str | None:
-    for line in metadata.splitlines():
-        if line.lower().startswith("requires-python:"):
-            return line.split(":", 1)[1].strip()
-        if not line.strip():
-            break
-    return None
+    return email.parser.HeaderParser().parsestr(metadata)["Requires-Python"]
 
 
 def reject_reasons(candidate: Candidate, target: Target) -> list[str]:
