@@ -16,20 +16,22 @@ from pathlib import Path
 from setuptools import setup
 
 ROOT = Path(__file__).parent.resolve()
-VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment" / "_version.py").read_text())[1]
-NEEDS_TORCH = not {"sdist", "egg_info", "dist_info"}.issuperset(a for a in sys.argv[1:] if not a.startswith("-"))
+VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
+# The sdist is source only (no torch needed, no torch label); the build backend
+# (_build_backend/backend.py) says so. Everything else compiles against torch.
+SOURCE_ONLY = os.environ.get("TORCH_SEGMENT_OPS_BUILDING") == "sdist"
 
-try:
-    import torch
-    from torch.utils.cpp_extension import BuildExtension, CppExtension
-except ImportError:
-    if NEEDS_TORCH:
+torch = None
+if not SOURCE_ONLY:
+    try:
+        import torch
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
         sys.exit(
-            "torch-segment is compiled against the torch it will run with, so torch must already be "
+            "torch-segment-ops is compiled against the torch it will run with, so torch must already be "
             "installed. Install torch first, then build without isolation:\n"
-            "    pip install --no-build-isolation torch-segment"
+            "    pip install --no-build-isolation torch-segment-ops"
         )
-    torch = None
 
 
 def torch_minor():
@@ -42,7 +44,7 @@ def compile_args():
     # Results are unchanged (this is not -ffast-math); without them GCC keeps
     # the float selects in the kernels as branches and the loops stay scalar.
     args += ["-fno-trapping-math", "-fno-math-errno"]
-    if os.environ.get("TORCH_SEGMENT_DEBUG") != "1":
+    if os.environ.get("TORCH_SEGMENT_OPS_DEBUG") != "1":
         args.append("-g0")  # Python's CFLAGS add -g; the .so would be 100x larger
     if sys.platform == "linux":
         # at::parallel_for is only parallel when the extension itself is built
@@ -54,7 +56,7 @@ def compile_args():
 
 def link_args():
     args = ["-fopenmp"] if sys.platform == "linux" else []
-    if os.environ.get("TORCH_SEGMENT_DEBUG") != "1" and sys.platform == "linux":
+    if os.environ.get("TORCH_SEGMENT_OPS_DEBUG") != "1" and sys.platform == "linux":
         args.append("-Wl,--strip-all")  # debug info and the static symbol table
     return args
 
@@ -65,7 +67,7 @@ def get_extensions():
     major, minor = torch_minor()
     return [
         CppExtension(
-            name=f"torch_segment._builds.torch_{major}_{minor}._C",
+            name=f"torch_segment_ops._builds.torch_{major}_{minor}._C",
             sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")),
             include_dirs=[str(ROOT / "csrc")],
             extra_compile_args=compile_args(),
@@ -86,7 +88,7 @@ class BuildWithRecord(BuildExtension if torch else object):
 
 
 def version_and_requirements():
-    if torch is None or "sdist" in sys.argv:  # the sdist is not tied to a torch
+    if torch is None:  # the sdist is not tied to a torch
         return VERSION, []
     major, minor = torch_minor()
     return f"{VERSION}+pt{major}{minor}", [f"torch=={major}.{minor}.*"]

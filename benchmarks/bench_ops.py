@@ -1,4 +1,4 @@
-"""torch_segment's ops vs the pure-PyTorch ways users have today.
+"""torch_segment_ops's ops vs the pure-PyTorch ways users have today.
 
 Run it (builds and installs the package into the dev env first):
     python3.11 -m ci bench                 # full run, writes benchmarks/RESULTS.md
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-import torch_segment as ts
+import torch_segment_ops as ts
 
 try:  # optional: torch-scatter's segment_csr, when installed
     import torch_scatter
@@ -191,7 +191,7 @@ def main() -> None:
     report = [
         "# Benchmark results", "",
         f"Command: `{command}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads available, "
-        f"torch {torch.__version__}, torch_segment {ts.__version__}, float32, median of {repeats} runs in ms.",
+        f"torch {torch.__version__}, torch_segment_ops {ts.__version__}, float32, median of {repeats} runs in ms.",
         "Lengths: uniform = segment lengths uniform in [0, 32) (mean 16); skewed = four segments hold 80% "
         "of the rows. `fwd+bwd` times forward plus backward of `out.sum()`-like ones gradient.", "",
     ]

@@ -1,1 +1,1 @@
-"""The torch-segment wheel pipeline as one small tool: ``python -m ci <verb>``."""
+"""The torch-segment-ops wheel pipeline as one small tool: ``python -m ci <verb>``."""

@@ -64,7 +64,7 @@ def check_metadata(wheel: WheelInfo) -> list[str]:
         problems.append(f"dist-info folder {wheel.dist_info} does not match {wheel.name}-{wheel.version}")
     builds = wheel.builds
     if not builds:
-        return problems + ["no compiled build (torch_segment/_builds/*/build.json) in the wheel"]
+        return problems + ["no compiled build (torch_segment_ops/_builds/*/build.json) in the wheel"]
     minors = sorted({torch_minor(v) for v in builds.values()}, key=matrix.version_key)
     if len(minors) != len(builds):
         problems.append(f"two builds for the same torch minor: {builds}")

@@ -43,7 +43,7 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
     python = python or matrix.load()["local"]["python"]
     env = build_env(python, t.pin)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="torch-segment-build-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="torch-segment-ops-build-") as tmp:
         tree = Path(tmp) / "src"
         shutil.copytree(source, tree, ignore=IGNORED)
         before = set(out_dir.glob("*.whl"))

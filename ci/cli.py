@@ -3,8 +3,8 @@
 Verbs that need the dev env (torch, build, test and pipeline tools; see
 NEEDS_DEV_ENV) create it on first use and re-run themselves inside it, so a
 fresh machine needs only CPython 3.11. The others (matrix, repair,
-install-torch, verify, check-tag, collect, download, index, cibuildwheel)
-run in whatever Python calls them, as cibuildwheel and the workflows do;
+install-torch, verify, check-tag, release-guard, collect, download, index,
+cibuildwheel) run in whatever Python calls them, as cibuildwheel and the workflows do;
 modules are imported lazily so that `repair` and `install-torch` work with
 the standard library alone (cibuildwheel runs them on CPython 3.10).
 """
@@ -21,7 +21,7 @@ from . import envs
 from .envs import ROOT, log
 
 # Verbs that run inside the dev env, which they create on first use. Set
-# TORCH_SEGMENT_USE_CURRENT_ENV=1 to run them in the calling Python instead
+# TORCH_SEGMENT_OPS_USE_CURRENT_ENV=1 to run them in the calling Python instead
 # (the workflows do, after installing ci/requirements-*.txt).
 NEEDS_DEV_ENV = {"test", "demo", "bench", "local", "build", "audit", "merge", "smoke", "lint", "sdist"}
 
@@ -33,7 +33,7 @@ def dev_environ(dev: envs.Env) -> dict[str, str]:
 
 
 def install_package(env: envs.Env) -> None:
-    log("building and installing torch-segment into the dev env ...")
+    log("building and installing torch-segment-ops into the dev env ...")
     env.pip("install", "--no-build-isolation", "--no-deps", "--force-reinstall", str(ROOT))
 
 
@@ -83,7 +83,8 @@ def cmd_matrix(args) -> int:
 
 
 def cmd_install_torch(args) -> int:
-    """Install torch==$TORCH_SEGMENT_TORCH_PIN (from $TORCH_SEGMENT_TORCH_INDEX if set) here (cibuildwheel hooks)."""
+    """Install torch==$TORCH_SEGMENT_OPS_TORCH_PIN (from $TORCH_SEGMENT_OPS_TORCH_INDEX if set) here
+    (cibuildwheel hooks)."""
     envs.install_torch_here()
     return 0
 
@@ -118,6 +119,14 @@ def cmd_check_tag(args) -> int:
 
     release.check_tag(args.tag)
     print(f"{args.tag} matches the package version")
+    return 0
+
+
+def cmd_release_guard(args) -> int:
+    """Fail unless our distribution name is free on the index or all its releases name our repository."""
+    from . import guard
+
+    print(guard.run(args.index_url, os.environ.get("GITHUB_REPOSITORY")))
     return 0
 
 
@@ -240,6 +249,8 @@ def parser() -> argparse.ArgumentParser:
     sd.add_argument("--no-isolation", action="store_true")
     verb("verify", cmd_verify).add_argument("wheel_dir")
     verb("check-tag", cmd_check_tag).add_argument("tag")
+    guard = verb("release-guard", cmd_release_guard)
+    guard.add_argument("--index-url", help="the simple index to publish to (default: the one pip uses here)")
     col = verb("collect", cmd_collect)
     col.add_argument("artifacts")
     col.add_argument("out")
@@ -286,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.verb not in ("test", "cibuildwheel"):
         parser().error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_USE_CURRENT_ENV") != "1":
+    if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_OPS_USE_CURRENT_ENV") != "1":
         dev = envs.dev_env()
-        environ = dict(dev_environ(dev), TORCH_SEGMENT_USE_CURRENT_ENV="1")
+        environ = dict(dev_environ(dev), TORCH_SEGMENT_OPS_USE_CURRENT_ENV="1")
         return subprocess.run([str(dev.python), "-m", "ci", *argv], cwd=ROOT, env=environ).returncode
     return args.func(args)

@@ -24,12 +24,14 @@ from pathlib import Path
 
 from .pick import Candidate, Target, describe, rank, reject_reasons, requires_python, tag_rank, torch_requirement
 
-PROJECT = "torch-segment"
+PROJECT = "torch-segment-ops"
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 
 
 class DownloadError(SystemExit):
-    """A clean, one-message failure (non-zero exit)."""
+    """A clean, one-message failure (non-zero exit); status: the HTTP status, if one came."""
+
+    status: int | None = None
 
 
 def github_api() -> str:
@@ -40,22 +42,29 @@ def token() -> str | None:
     return os.environ.get("GH_TOKEN") or os.environ.get("GITHUB_TOKEN")
 
 
-def fetch(url: str, accept: str | None = None, auth: bool = False) -> tuple[bytes, str]:
-    """GET url -> (body, content type); any failure becomes a DownloadError naming the URL."""
-    headers = {"User-Agent": "torch-segment-ci"}
+def fetch(url: str, accept: str | None = None, auth: bool = False, limit: int | None = None) -> tuple[bytes, str]:
+    """GET url -> (body, content type); any failure, or a body over limit bytes, becomes a
+    DownloadError naming the URL."""
+    headers = {"User-Agent": "torch-segment-ops-ci"}
     if accept:
         headers["Accept"] = accept
     if auth and token():
         headers["Authorization"] = f"Bearer {token()}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as response:
-            return response.read(), response.headers.get("Content-Type", "")
+            body = response.read() if limit is None else response.read(limit + 1)
+            content_type = response.headers.get("Content-Type", "")
     except urllib.error.HTTPError as error:
         hint = " (set GH_TOKEN for private repositories and Actions artifacts)" if error.code in (401, 403, 404) else ""
-        raise DownloadError(f"download: {url} answered HTTP {error.code} {error.reason}{hint}") from None
+        failure = DownloadError(f"download: {url} answered HTTP {error.code} {error.reason}{hint}")
+        failure.status = error.code
+        raise failure from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(f"download: could not reach {url}: {reason}") from None
+    if limit is not None and len(body) > limit:
+        raise DownloadError(f"download: {url} sent more than {limit} bytes")
+    return body, content_type
 
 
 def github_asset_name(name: str) -> str:
@@ -138,29 +147,39 @@ class _Anchors(html.parser.HTMLParser):
             self.links.append({k: v or "" for k, v in attrs})
 
 
+def index_files(index_url: str, project: str = PROJECT) -> list[dict]:
+    """The files a PEP 503 (HTML) / PEP 691 (JSON) index lists for project: filename, url,
+    sha256, requires_python and whether PEP 658 metadata is offered (url + ".metadata")."""
+    page_url = f"{index_url.rstrip('/')}/{project}/"
+    body, content_type = fetch(page_url, JSON_ACCEPT)
+    files = []
+    if "json" in content_type:
+        for f in json.loads(body)["files"]:
+            meta = f.get("core-metadata") or f.get("dist-info-metadata")
+            files.append({"filename": f["filename"], "url": urllib.parse.urljoin(page_url, f["url"]),
+                          "sha256": f["hashes"].get("sha256"), "requires_python": f.get("requires-python"),
+                          "has_metadata": bool(meta)})
+    else:
+        parser = _Anchors()
+        parser.feed(body.decode())
+        for link in parser.links:
+            url, _, fragment = urllib.parse.urljoin(page_url, link["href"]).partition("#")
+            meta = link.get("data-core-metadata") or link.get("data-dist-info-metadata")
+            files.append({"filename": urllib.parse.unquote(url.rsplit("/", 1)[-1]), "url": url,
+                          "sha256": fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None,
+                          "requires_python": link.get("data-requires-python"),
+                          "has_metadata": bool(meta) and meta != "false"})
+    return files
+
+
 class IndexSource:
     """A PEP 503 / PEP 691 simple index (PEP 658 metadata used when offered)."""
 
     def __init__(self, index_url: str):
-        page_url = f"{index_url.rstrip('/')}/{PROJECT}/"
-        body, content_type = fetch(page_url, JSON_ACCEPT)
-        self.candidates = []
-        if "json" in content_type:
-            for f in json.loads(body)["files"]:
-                url = urllib.parse.urljoin(page_url, f["url"])
-                meta = f.get("core-metadata") or f.get("dist-info-metadata")
-                self.candidates.append(self._candidate(f["filename"], url, f["hashes"].get("sha256"),
-                                                       f.get("requires-python"), bool(meta)))
-        else:
-            parser = _Anchors()
-            parser.feed(body.decode())
-            for link in parser.links:
-                url, _, fragment = urllib.parse.urljoin(page_url, link["href"]).partition("#")
-                sha = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
-                filename = urllib.parse.unquote(url.rsplit("/", 1)[-1])
-                meta = link.get("data-core-metadata") or link.get("data-dist-info-metadata")
-                self.candidates.append(self._candidate(filename, url, sha, link.get("data-requires-python"),
-                                                       bool(meta) and meta != "false"))
+        self.candidates = [
+            self._candidate(f["filename"], f["url"], f["sha256"], f["requires_python"], f["has_metadata"])
+            for f in index_files(index_url)
+        ]
 
     @staticmethod
     def _candidate(filename, url, sha, python, has_metadata) -> Candidate:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("TORCH_SEGMENT_CACHE", Path.home() / ".cache" / "torch-segment"))
+    return Path(os.environ.get("TORCH_SEGMENT_OPS_CACHE", Path.home() / ".cache" / "torch-segment-ops"))
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,16 @@ def pip_environ() -> dict[str, str]:
 
 
 def find_python(version: str) -> str:
-    """The interpreter for e.g. "3.11": python3.11 on PATH, or pyenv's."""
+    """The interpreter for e.g. "3.11": python3.11 on PATH (not a pyenv shim, which only works for
+    the selected version), else pyenv's."""
     found = shutil.which(f"python{version}")
-    if found:
+    if found and "shims" not in Path(found).parts:
         return found
-    if sys.version.startswith(version + "."):
-        return sys.executable
     candidates = sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*/bin/python{version}"))
     if candidates:
         return str(candidates[-1])
+    if sys.version.startswith(version + "."):
+        return sys.executable
     raise SystemExit(f"CPython {version} not found (looked for python{version} on PATH and in pyenv)")
 
 
@@ -74,7 +75,7 @@ def _spec_hash(spec: str) -> str:
 
 def _create(path: Path, python: str, spec: str, fill, venv_args: tuple[str, ...] | list[str] = ()) -> Env:
     """Create the venv at path unless one with the same spec is ready there."""
-    stamp = path / ".torch-segment-spec"
+    stamp = path / ".torch-segment-ops-spec"
     if stamp.exists() and stamp.read_text() == spec:
         return Env(path)
     log(f"creating env {path.name} ...")
@@ -94,6 +95,18 @@ def base_env(python_version: str, torch_version: str) -> Env:
     return _create(path, find_python(python_version), spec, lambda env: env.pip("install", *reqs, *torch_index_args()))
 
 
+def tools_env(python_version: str, name: str, requirements: list[Path]) -> Env:
+    """A venv holding only requirements, no torch: what a workflow job that installs them has."""
+    spec = "\n".join(requirements_text(r) for r in requirements)
+    path = cache_dir() / "envs" / f"py{python_version}-{name}-{_spec_hash(spec)}"
+
+    def fill(env: Env) -> None:
+        for req in requirements:
+            env.pip("install", "-r", str(req))
+
+    return _create(path, find_python(python_version), spec, fill)
+
+
 def overlay_env(base: Env, name: str, requirements: list[Path] | None = None, path: Path | None = None) -> Env:
     """A venv that sees base's packages (torch, pip) and adds its own.
 
@@ -105,7 +118,7 @@ def overlay_env(base: Env, name: str, requirements: list[Path] | None = None, pa
     path = path or cache_dir() / "envs" / f"{base.path.name}-{name}-{_spec_hash(spec)}"
 
     def fill(env: Env) -> None:
-        (env.site_packages / "_torch_segment_base.pth").write_text(f"{base.site_packages}\n")
+        (env.site_packages / "_torch_segment_ops_base.pth").write_text(f"{base.site_packages}\n")
         for req in requirements or []:
             env.pip("install", "-r", str(req))
 
@@ -135,17 +148,17 @@ def log(message: str) -> None:
 
 
 def torch_index_args() -> list[str]:
-    """pip arguments for where torch comes from: TORCH_SEGMENT_TORCH_INDEX if set
+    """pip arguments for where torch comes from: TORCH_SEGMENT_OPS_TORCH_INDEX if set
     (e.g. PyTorch's CPU index on x86_64 CI runners), else pip's configuration."""
-    index = os.environ.get("TORCH_SEGMENT_TORCH_INDEX", "")
+    index = os.environ.get("TORCH_SEGMENT_OPS_TORCH_INDEX", "")
     return ["--index-url", index] if index else []
 
 
 def install_torch_here() -> None:
-    """Install the torch pinned in TORCH_SEGMENT_TORCH_PIN into the running
+    """Install the torch pinned in TORCH_SEGMENT_OPS_TORCH_PIN into the running
     interpreter (cibuildwheel's before-build/before-test, the verify cells)."""
-    pin = os.environ.get("TORCH_SEGMENT_TORCH_PIN")
+    pin = os.environ.get("TORCH_SEGMENT_OPS_TORCH_PIN")
     if not pin:
-        raise SystemExit("install-torch: set TORCH_SEGMENT_TORCH_PIN (e.g. 2.13.0)")
+        raise SystemExit("install-torch: set TORCH_SEGMENT_OPS_TORCH_PIN (e.g. 2.13.0)")
     log(f"installing torch=={pin} {' '.join(torch_index_args())}")
     subprocess.run([sys.executable, "-m", "pip", "install", f"torch=={pin}", *torch_index_args()], check=True)

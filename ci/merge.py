@@ -1,6 +1,6 @@
 """`merge`: per platform, combine the per-torch wheels into ONE wheel.
 
-The result holds one build per torch minor under torch_segment/_builds/,
+The result holds one build per torch minor under torch_segment_ops/_builds/,
 drops the local version label (0.1.0+pt213 -> 0.1.0) and requires the torch
 range the builds cover; the package's loader picks the build at import.
 Unpacking and packing go through `wheel`'s WheelFile (which writes RECORD).
@@ -17,7 +17,7 @@ from wheel.wheelfile import WheelFile
 from . import matrix
 from .wheels import WheelInfo, torch_minor
 
-BUILD_DIR = re.compile(r"^torch_segment/_builds/[^/]+/")
+BUILD_DIR = re.compile(r"^torch_segment_ops/_builds/[^/]+/")
 
 
 def rewrite_metadata(text: str, version: str, requirement: str) -> str:

@@ -13,14 +13,14 @@ from .envs import ROOT
 
 
 def package_version() -> str:
-    return re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment" / "_version.py").read_text())[1]
+    return re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
 
 
 def check_tag(tag: str) -> None:
     expected = f"v{package_version()}"
     if tag != expected:
         raise SystemExit(f"tag {tag!r} does not match the package version: expected {expected!r} "
-                         "(bump torch_segment/_version.py, commit, then tag)")
+                         "(bump torch_segment_ops/_version.py, commit, then tag)")
 
 
 def collect(artifacts: Path, out: Path, sums: bool = False) -> list[Path]:
@@ -41,7 +41,7 @@ def collect(artifacts: Path, out: Path, sums: bool = False) -> list[Path]:
         lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in copied]
         (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
         (out / "NOTES.md").write_text(
-            f"torch-segment {package_version()}\n\nInstall: `pip install torch-segment=={package_version()}`.\n"
+            f"torch-segment-ops {package_version()}\n\nInstall: `pip install torch-segment-ops=={package_version()}`.\n"
             "Verify a download: `sha256sum -c SHA256SUMS --ignore-missing`.\n"
         )
     return copied

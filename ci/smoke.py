@@ -26,7 +26,7 @@ CHECK = Path(__file__).with_name("smoke_check.py")
 def wheel_env(wheel: Path, python: str, torch_pin: str) -> Iterator[envs.Env]:
     """A throwaway env with the wheel installed over the cached torch."""
     base = envs.base_env(python, torch_pin)
-    with tempfile.TemporaryDirectory(prefix="torch-segment-smoke-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="torch-segment-ops-smoke-") as tmp:
         env = envs.overlay_env(base, "smoke", path=Path(tmp) / "env")
         env.pip("install", "--no-deps", "--no-index", str(wheel))
         yield env
@@ -39,7 +39,7 @@ class Result:
 
 
 def run_check(env: envs.Env, python: str | None = None) -> Result:
-    with tempfile.TemporaryDirectory(prefix="torch-segment-smoke-run-") as cwd:
+    with tempfile.TemporaryDirectory(prefix="torch-segment-ops-smoke-run-") as cwd:
         script = Path(cwd) / CHECK.name
         shutil.copy(CHECK, script)
         proc = subprocess.run([python or str(env.python), str(script)], cwd=cwd, capture_output=True, text=True,

@@ -1,5 +1,5 @@
-"""The smoke test of an installed torch-segment wheel: standalone, needs only
-torch and torch_segment, and is run from outside the source tree (by
+"""The smoke test of an installed torch-segment-ops wheel: standalone, needs only
+torch and torch_segment_ops, and is run from outside the source tree (by
 `python -m ci smoke`, cibuildwheel's test-command and the verify cells).
 
 Checks: it imports (the build for the running torch is picked), every op
@@ -11,8 +11,8 @@ import sys
 
 import torch
 
-import torch_segment as ts
-from torch_segment import _loader
+import torch_segment_ops as ts
+from torch_segment_ops import _loader
 
 
 def reference_reduce(src, indptr, reduce):
@@ -27,7 +27,7 @@ def reference_reduce(src, indptr, reduce):
 
 
 def main() -> int:
-    print(f"torch {torch.__version__}, torch_segment {ts.__version__}, build {ts._build.directory.name} "
+    print(f"torch {torch.__version__}, torch_segment_ops {ts.__version__}, build {ts._build.directory.name} "
           f"(python {sys.version.split()[0]}, from {ts.__file__})")
     src = torch.randn(40, 3, dtype=torch.float64)
     indptr = torch.tensor([0, 5, 5, 17, 40])
@@ -46,7 +46,7 @@ def main() -> int:
     print("backward ok")
 
     args = (x.detach().float().requires_grad_(), indptr, "max", True)
-    torch.library.opcheck(torch.ops.torch_segment.segment_reduce.default, args)
+    torch.library.opcheck(torch.ops.torch_segment_ops.segment_reduce.default, args)
     print("opcheck ok")
 
     try:

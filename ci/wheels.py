@@ -14,13 +14,13 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 from wheel.wheelfile import WheelFile
 
-BUILD_RECORD = re.compile(r"^torch_segment/_builds/([^/]+)/build\.json$")
+BUILD_RECORD = re.compile(r"^torch_segment_ops/_builds/([^/]+)/build\.json$")
 
 
 @dataclass
 class WheelInfo:
     path: Path
-    name: str  # as spelled in the file name (torch_segment)
+    name: str  # as spelled in the file name (torch_segment_ops)
     version: Version
     tags: frozenset[Tag]
     files: dict[str, bytes]  # archive name -> content

@@ -2,7 +2,7 @@
 #include "segment.h"
 
 
-namespace torch_segment {
+namespace torch_segment_ops {
 namespace {
 
 at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::optional<int64_t> size) {
@@ -34,7 +34,7 @@ at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::
         } else {
           for (int64_t rr = r; rr < end; ++rr) {
             scalar_t* dst = yp + rr * F;
-            TORCH_SEGMENT_SIMD
+            TORCH_SEGMENT_OPS_SIMD
             for (int64_t f = 0; f < F; ++f) dst[f] = row[f];  // inline, not a memmove call per row
           }
         }
@@ -47,12 +47,12 @@ at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::
 
 }  // namespace
 
-}  // namespace torch_segment
+}  // namespace torch_segment_ops
 
-TORCH_LIBRARY_FRAGMENT(torch_segment, m) {
+TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
   m.def("gather_csr(Tensor src, Tensor indptr, SymInt? size=None) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(torch_segment, CPU, m) {
-  m.impl("gather_csr", &torch_segment::gather_csr_cpu);
+TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
+  m.impl("gather_csr", &torch_segment_ops::gather_csr_cpu);
 }

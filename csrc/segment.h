@@ -17,9 +17,9 @@
 
 // Vectorise the following loop (OpenMP SIMD; a no-op without OpenMP). A
 // macro, because #pragma cannot appear inside AT_DISPATCH's lambda argument.
-#define TORCH_SEGMENT_SIMD _Pragma("omp simd")
+#define TORCH_SEGMENT_OPS_SIMD _Pragma("omp simd")
 
-namespace torch_segment {
+namespace torch_segment_ops {
 
 // Floating dtypes we claim; half types are accumulated in float.
 inline void check_src(const char* op, const at::Tensor& src, const char* name) {
@@ -132,14 +132,14 @@ void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, 
     }
     // Start from the first row (not the identity) so that min/max of an
     // all -inf/+inf segment still points at a real row.
-    TORCH_SEGMENT_SIMD
+    TORCH_SEGMENT_OPS_SIMD
     for (int64_t f = 0; f < F; ++f) {
       acc[f] = load(seg, r0, f);
       off[f] = 0;
     }
     for (int64_t r = r0 + 1; r < r1; ++r) {
       const int32_t o = static_cast<int32_t>(r - r0);
-      TORCH_SEGMENT_SIMD
+      TORCH_SEGMENT_OPS_SIMD
       for (int64_t f = 0; f < F; ++f) Op::update(acc[f], off[f], load(seg, r, f), o);
     }
     if constexpr (Op::kTracksArg) {
@@ -236,7 +236,7 @@ struct ExtremeOp {
         at[l] = static_cast<int32_t>(l);
       }
       for (i = kLanes; i + kLanes <= n; i += kLanes) {
-        TORCH_SEGMENT_SIMD
+        TORCH_SEGMENT_OPS_SIMD
         for (int64_t l = 0; l < kLanes; ++l) update(lane[l], at[l], load(i + l), static_cast<int32_t>(i + l));
       }
       best = lane[0];
@@ -260,9 +260,9 @@ struct ExtremeOp {
   }
 };
 
-}  // namespace torch_segment
+}  // namespace torch_segment_ops
 
-namespace torch_segment {
+namespace torch_segment_ops {
 
 // exp for float that the compiler can vectorise (std::exp is a scalar libm
 // call): Cody-Waite range reduction and a degree-6 polynomial, ~2 ulp.
@@ -288,4 +288,4 @@ inline float fast_exp(float in) {
 
 inline double fast_exp(double x) { return std::exp(x); }
 
-}  // namespace torch_segment
+}  // namespace torch_segment_ops

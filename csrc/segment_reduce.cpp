@@ -3,7 +3,7 @@
 
 #include <ATen/OpMathType.h>
 
-namespace torch_segment {
+namespace torch_segment_ops {
 namespace {
 
 enum class Reduce { Sum, Mean, Min, Max };
@@ -69,12 +69,12 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, con
 
 }  // namespace
 
-}  // namespace torch_segment
+}  // namespace torch_segment_ops
 
-TORCH_LIBRARY_FRAGMENT(torch_segment, m) {
+TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
   m.def("segment_reduce(Tensor src, Tensor indptr, str reduce=\"sum\", bool return_arg=True) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(torch_segment, CPU, m) {
-  m.impl("segment_reduce", &torch_segment::segment_reduce_cpu);
+TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
+  m.impl("segment_reduce", &torch_segment_ops::segment_reduce_cpu);
 }

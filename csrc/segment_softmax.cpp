@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-namespace torch_segment {
+namespace torch_segment_ops {
 namespace {
 
 at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) {
@@ -43,7 +43,7 @@ at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) 
       int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
       for (int64_t r = r0; r < r1; ++r) {
         while (p[s + 1] <= r) ++s;
-TORCH_SEGMENT_SIMD
+TORCH_SEGMENT_OPS_SIMD
         for (int64_t f = 0; f < F; ++f) {
           const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
           yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
@@ -56,12 +56,12 @@ TORCH_SEGMENT_SIMD
 
 }  // namespace
 
-}  // namespace torch_segment
+}  // namespace torch_segment_ops
 
-TORCH_LIBRARY_FRAGMENT(torch_segment, m) {
+TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
   m.def("segment_softmax(Tensor src, Tensor indptr) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(torch_segment, CPU, m) {
-  m.impl("segment_softmax", &torch_segment::segment_softmax_cpu);
+TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
+  m.impl("segment_softmax", &torch_segment_ops::segment_softmax_cpu);
 }

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import torch_segment
-from torch_segment import _loader
+import torch_segment_ops
+from torch_segment_ops import _loader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,20 +45,20 @@ def test_no_builds_at_all(tmp_path):
 
 
 def test_tests_use_the_installed_package():
-    assert ROOT not in Path(torch_segment.__file__).resolve().parents
-    assert "site-packages" in torch_segment.__file__
+    assert ROOT not in Path(torch_segment_ops.__file__).resolve().parents
+    assert "site-packages" in torch_segment_ops.__file__
 
 
 def test_import_with_mismatched_build_record(tmp_path):
     """A copy of the installed package whose record claims another torch."""
-    copy = tmp_path / "torch_segment"
-    shutil.copytree(Path(torch_segment.__file__).parent, copy)
+    copy = tmp_path / "torch_segment_ops"
+    shutil.copytree(Path(torch_segment_ops.__file__).parent, copy)
     for record in copy.glob("_builds/*/build.json"):
         record.write_text(json.dumps({"torch": "2.99.0"}))
     result = subprocess.run(
-        [sys.executable, "-c", "import torch_segment"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-c", "import torch_segment_ops"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 1
-    assert "ImportError: torch_segment" in result.stderr
+    assert "ImportError: torch_segment_ops" in result.stderr
     assert f"built for torch 2.99, but torch {torch.__version__} is installed" in result.stderr
     assert "undefined symbol" not in result.stderr

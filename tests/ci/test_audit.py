@@ -51,8 +51,9 @@ def test_expected_platform(tmp_path):
     assert "expected platform manylinux_2_28_aarch64" in audit.check_tags(wheel, "manylinux_2_28_aarch64")[0]
 
 
-@pytest.mark.parametrize("graft", ["torch_segment.libs/libc10-1a2b3c4d.so", "torch_segment.libs/libgomp-a34b3233.so.1",
-                                   "torch_segment/.dylibs/libomp.dylib"])
+@pytest.mark.parametrize("graft", ["torch_segment_ops.libs/libc10-1a2b3c4d.so",
+                                   "torch_segment_ops.libs/libgomp-a34b3233.so.1",
+                                   "torch_segment_ops/.dylibs/libomp.dylib"])
 def test_grafted_torch_or_openmp_library_is_rejected(tmp_path, graft):
     found = problems(make_wheel(tmp_path, extra={graft: b"x"}), audit.check_libraries)
     assert found == [f"grafted torch/OpenMP library {graft}"]
@@ -61,7 +62,7 @@ def test_grafted_torch_or_openmp_library_is_rejected(tmp_path, graft):
 def test_size_budget(tmp_path):
     import os
 
-    big = make_wheel(tmp_path, extra={"torch_segment/blob.bin": os.urandom(1100 * 1024)})
+    big = make_wheel(tmp_path, extra={"torch_segment_ops/blob.bin": os.urandom(1100 * 1024)})
     assert "over the 1024 KiB budget" in problems(big, audit.check_size)[0]
 
 

@@ -59,7 +59,7 @@ def release(tmp_path, monkeypatch):
     """A fake GitHub API serving a release with our three platform wheels, SHA256SUMS and the sdist."""
     files = tmp_path / "dl"
     wheels = final_wheels(files)
-    (files / "torch_segment-0.1.0.tar.gz").write_bytes(b"sdist")
+    (files / "torch_segment_ops-0.1.0.tar.gz").write_bytes(b"sdist")
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(files.iterdir()))
     (files / "SHA256SUMS").write_text(sums)
     routes = {}
@@ -102,7 +102,7 @@ def test_missing_platform_lists_what_exists(release, tmp_path):
     assert "no wheel fits manylinux_2_28_ppc64le" in message
     for p in PLATFORMS:
         assert f"tag cp310-abi3-{p} does not fit" in message
-    assert "torch_segment-0.1.0.tar.gz: not a wheel" in message
+    assert "torch_segment_ops-0.1.0.tar.gz: not a wheel" in message
 
 
 def test_torch_outside_the_range_is_rejected(release, tmp_path):
@@ -112,8 +112,8 @@ def test_torch_outside_the_range_is_rejected(release, tmp_path):
 
 
 def test_github_renamed_assets_are_mapped_back():
-    assert download.github_asset_name("torch_segment-0.1.0+pt213-cp310-abi3-x.whl") == (
-        "torch_segment-0.1.0.pt213-cp310-abi3-x.whl")
+    assert download.github_asset_name("torch_segment_ops-0.1.0+pt213-cp310-abi3-x.whl") == (
+        "torch_segment_ops-0.1.0.pt213-cp310-abi3-x.whl")
 
 
 def test_network_error_is_a_clean_failure(tmp_path, monkeypatch):
@@ -130,7 +130,7 @@ def test_network_error_is_a_clean_failure(tmp_path, monkeypatch):
 def simple_index(tmp_path):
     dist = tmp_path / "dist"
     final_wheels(dist)
-    (dist / "torch_segment-0.1.0.tar.gz").write_bytes(b"sdist")
+    (dist / "torch_segment_ops-0.1.0.tar.gz").write_bytes(b"sdist")
     index.build_index(dist, tmp_path / "site")
     server = Server(tmp_path / "site")
     yield server.url + "/simple", dist
@@ -138,7 +138,7 @@ def simple_index(tmp_path):
 
 
 def pip_download(index_url: str, platform: str, python: str, dest: Path) -> list[str]:
-    subprocess.run([sys.executable, "-m", "pip", "download", "torch-segment", "--index-url", index_url,
+    subprocess.run([sys.executable, "-m", "pip", "download", "torch-segment-ops", "--index-url", index_url,
                     "--platform", platform, "--python-version", python, "--only-binary=:all:", "--no-deps",
                     "-d", str(dest), "-q", "--isolated"], check=True, capture_output=True)
     return sorted(p.name for p in dest.iterdir())
@@ -175,8 +175,8 @@ def test_pip_install_from_the_index_runs_here(wheelhouse, tmp_path):
     try:
         base = envs.base_env(matrix.load()["local"]["python"], matrix.torch("2.13").pin)
         env = envs.overlay_env(base, "index", path=tmp_path / "env")
-        env.pip("install", "torch-segment", "--index-url", server.url + "/simple", "--isolated")
-        proc = subprocess.run([str(env.python), "-c", "import torch, torch_segment as ts; "
+        env.pip("install", "torch-segment-ops", "--index-url", server.url + "/simple", "--isolated")
+        proc = subprocess.run([str(env.python), "-c", "import torch, torch_segment_ops as ts; "
                                "print(ts.segment_reduce(torch.ones(4, 2), torch.tensor([0, 1, 4])).tolist())"],
                               capture_output=True, text=True, cwd=tmp_path)
     finally:
@@ -201,7 +201,7 @@ def test_uv_picks_the_same_wheel_as_our_download(simple_index, tmp_path, platfor
     env = dict(envs.pip_environ(), **({"MACOSX_DEPLOYMENT_TARGET": macos} if macos else {}))
     subprocess.run(["uv", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp_path / "t"),
                     "--python-platform", uv_platform, "--python-version", python, "--index-url", index_url,
-                    "torch-segment"], check=True, env=env, capture_output=True)
+                    "torch-segment-ops"], check=True, env=env, capture_output=True)
     (wheel_file,) = (tmp_path / "t").glob("*.dist-info/WHEEL")
     chosen_tag = [line.split(": ")[1] for line in wheel_file.read_text().splitlines() if line.startswith("Tag:")]
     ours = download.download(download.IndexSource(index_url), Target(platform, python), tmp_path / "ours")

@@ -4,7 +4,7 @@ import pytest
 
 from ci.pick import Candidate, Target, rank, reject_reasons
 
-W = "torch_segment-0.1.0-{}.whl"
+W = "torch_segment_ops-0.1.0-{}.whl"
 
 
 def best(names, target, **meta):
@@ -62,6 +62,6 @@ def test_requires_python_is_respected():
     assert reject_reasons(c, Target("linux-x86_64", "3.10")) == ["requires Python >=3.11"]
 
 
-@pytest.mark.parametrize("name", ["torch_segment-0.1.0.tar.gz", "SHA256SUMS", "notes.txt"])
+@pytest.mark.parametrize("name", ["torch_segment_ops-0.1.0.tar.gz", "SHA256SUMS", "notes.txt"])
 def test_non_wheels_are_rejected(name):
     assert reject_reasons(Candidate(name), Target("linux-x86_64", "3.12"))

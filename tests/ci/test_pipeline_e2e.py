@@ -9,8 +9,9 @@ import zipfile
 import pytest
 from wheel.wheelfile import WheelFile
 
-from ci import audit, build, matrix, smoke
+from ci import audit, build, guard, matrix, smoke
 from tests.ci.conftest import EPOCH
+from tests.old_names import members, old_names
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +42,11 @@ def test_merged_wheel_smoke_under_each_torch(wheelhouse, minor):
 def test_per_torch_wheel_under_another_torch_fails_clearly(wheelhouse):
     wheel = per_torch(wheelhouse, "2.13")
     with smoke.wheel_env(wheel, "3.11", matrix.torch("2.14").pin) as env:
-        proc = subprocess.run([str(env.python), "-c", "import torch_segment"], capture_output=True, text=True, cwd="/")
+        proc = subprocess.run([str(env.python), "-c", "import torch_segment_ops"], capture_output=True, text=True,
+                              cwd="/")
     assert proc.returncode == 1, proc.stderr  # an exception, not a crash (a signal gives a negative code)
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: torch_segment 0.1.0+pt213 was built for torch 2.13, but torch 2.14.1")
+    assert last.startswith("ImportError: torch_segment_ops 0.1.0+pt213 was built for torch 2.13, but torch 2.14.1")
     assert "pip install 'torch==2.13.*'" in last and "undefined symbol" not in proc.stderr
 
 
@@ -56,9 +58,9 @@ def test_audit_rejects_a_wheel_with_grafted_torch(wheelhouse, tmp_path):
             if not info.filename.endswith("RECORD"):
                 dst.writestr(info, src.read(info))
         libc10 = envs_torch_lib("2.13") / "libc10.so"
-        dst.writestr("torch_segment.libs/libc10-5f2a1b3c.so", libc10.read_bytes())
+        dst.writestr("torch_segment_ops.libs/libc10-5f2a1b3c.so", libc10.read_bytes())
     problems = audit.audit(broken)
-    assert "grafted torch/OpenMP library torch_segment.libs/libc10-5f2a1b3c.so" in problems
+    assert "grafted torch/OpenMP library torch_segment_ops.libs/libc10-5f2a1b3c.so" in problems
 
 
 def envs_torch_lib(minor):
@@ -75,3 +77,14 @@ def test_builds_are_reproducible(wheelhouse, tmp_path, monkeypatch):
     assert again.name == first.name
     assert again.read_bytes() == first.read_bytes()
     shutil.rmtree(tmp_path / "again")
+
+
+def test_no_old_name_in_any_wheel_and_each_names_our_repository(wheelhouse):
+    """The rename is complete, and each wheel's metadata lets release-guard prove the name is ours."""
+    wheels = [*wheelhouse.glob("*.whl"), *(wheelhouse / "per-torch").glob("*.whl")]
+    assert len(wheels) == 1 + len(matrix.load()["local"]["torch"])
+    for wheel in wheels:
+        assert old_names(wheel) == [], wheel.name
+        metadata = next(data for name, data in members(wheel).items() if name.endswith(".dist-info/METADATA"))
+        named = {guard.repo_key(url) for url in guard.sources(metadata.decode())}
+        assert guard.repo_key(guard.project()[1]) in named, wheel.name

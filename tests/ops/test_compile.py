@@ -2,7 +2,7 @@
 
 import torch
 
-import torch_segment as ts
+import torch_segment_ops as ts
 from tests import reference as ref
 
 

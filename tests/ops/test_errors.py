@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import torch_segment as ts
+import torch_segment_ops as ts
 
 E = 6
 GOOD_PTR = torch.tensor([0, 2, 6])
@@ -52,8 +52,8 @@ def test_unknown_reduce():
 
 
 def test_raw_op_checks_too():
-    """torch.ops.torch_segment.* (bypassing the Python wrappers) validates as well."""
+    """torch.ops.torch_segment_ops.* (bypassing the Python wrappers) validates as well."""
     with pytest.raises(ValueError, match="non-decreasing"):
-        torch.ops.torch_segment.segment_reduce(torch.ones(E), torch.tensor([0, 4, 2, 6]), "sum")
+        torch.ops.torch_segment_ops.segment_reduce(torch.ones(E), torch.tensor([0, 4, 2, 6]), "sum")
     with pytest.raises(ValueError, match="same device"):
-        torch.ops.torch_segment.segment_softmax(torch.ones(E), GOOD_PTR.to("meta"))
+        torch.ops.torch_segment_ops.segment_softmax(torch.ones(E), GOOD_PTR.to("meta"))

@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import torch_segment as ts
+import torch_segment_ops as ts
 from tests import reference as ref
 
 SRC_DTYPES = [*ref.DTYPES, *ref.DTYPES, torch.int64, torch.bool]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import torch_segment as ts
+import torch_segment_ops as ts
 from tests import reference as ref
 from tests.ops.test_segment_reduce import run_both
 
@@ -46,4 +46,4 @@ def test_gradcheck():
 @pytest.mark.parametrize("size", [None, 12])
 def test_opcheck(size):
     src = torch.randn(3, 2, requires_grad=True)
-    torch.library.opcheck(torch.ops.torch_segment.gather_csr.default, (src, torch.tensor([0, 4, 4, 12]), size))
+    torch.library.opcheck(torch.ops.torch_segment_ops.gather_csr.default, (src, torch.tensor([0, 4, 4, 12]), size))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import torch_segment as ts
+import torch_segment_ops as ts
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])

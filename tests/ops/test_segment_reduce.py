@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import torch_segment as ts
+import torch_segment_ops as ts
 from tests import reference as ref
 
 REDUCTIONS = ["sum", "mean", "min", "max"]
@@ -105,17 +105,17 @@ def test_gradcheck(reduce):
 def test_opcheck(reduce, return_arg):
     src = torch.randn(12, 3, requires_grad=return_arg)
     args = (src, torch.tensor([0, 4, 4, 12]), reduce, return_arg)
-    torch.library.opcheck(torch.ops.torch_segment.segment_reduce.default, args)
+    torch.library.opcheck(torch.ops.torch_segment_ops.segment_reduce.default, args)
 
 
 @pytest.mark.parametrize("reduce", ["min", "max"])
 def test_forward_only_skips_arg_but_matches(reduce):
     src = torch.randn(1000, 1)
     indptr = torch.tensor([0, 3, 3, 40, 1000])
-    out, arg = torch.ops.torch_segment.segment_reduce(src, indptr, reduce, False)
+    out, arg = torch.ops.torch_segment_ops.segment_reduce(src, indptr, reduce, False)
     assert arg.numel() == 0
     ref.assert_close(out, ref.segment_reduce(src, indptr, reduce))
-    with_arg, arg = torch.ops.torch_segment.segment_reduce(src, indptr, reduce, True)
+    with_arg, arg = torch.ops.torch_segment_ops.segment_reduce(src, indptr, reduce, True)
     assert torch.equal(out, with_arg) and arg.shape == out.shape
 
 
@@ -124,10 +124,10 @@ def test_forward_only_skips_arg_but_matches(reduce):
 def test_first_extreme_and_nan_in_long_columns(reduce, length):
     """F=1 columns take a lane-split path: ties and NaN must still pick the first row."""
     src = torch.zeros(length)
-    out, arg = torch.ops.torch_segment.segment_reduce(src, torch.tensor([0, length]), reduce, True)
+    out, arg = torch.ops.torch_segment_ops.segment_reduce(src, torch.tensor([0, length]), reduce, True)
     assert out.item() == 0 and arg.item() == 0
     if length > 3:
         src[length - 2] = src[length - 1] = float("nan")
         for return_arg in (True, False):
-            out, arg = torch.ops.torch_segment.segment_reduce(src, torch.tensor([0, length]), reduce, return_arg)
+            out, arg = torch.ops.torch_segment_ops.segment_reduce(src, torch.tensor([0, length]), reduce, return_arg)
             assert out.isnan().all() and (not return_arg or arg.item() == length - 2)

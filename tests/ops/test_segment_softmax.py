@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import torch_segment as ts
+import torch_segment_ops as ts
 from tests import reference as ref
 from tests.ops.test_segment_reduce import SHAPES, run_both
 
@@ -41,4 +41,4 @@ def test_gradcheck():
 
 def test_opcheck():
     src = torch.randn(12, 3, requires_grad=True)
-    torch.library.opcheck(torch.ops.torch_segment.segment_softmax.default, (src, torch.tensor([0, 4, 4, 12])))
+    torch.library.opcheck(torch.ops.torch_segment_ops.segment_softmax.default, (src, torch.tensor([0, 4, 4, 12])))

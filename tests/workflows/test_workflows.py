@@ -81,6 +81,17 @@ def test_pypi_uses_trusted_publishing_in_the_top_level_workflow():
     assert "secrets" not in json.dumps(WORKFLOWS["release.yml"])
 
 
+def test_release_guard_runs_first_and_right_before_the_upload():
+    jobs = WORKFLOWS["release.yml"]["jobs"]
+    runs = [s.get("run", "") for s in jobs["check-tag"]["steps"]]
+    assert any(r.startswith("python -m ci release-guard") for r in runs)
+    pypi = [s.get("run", "") or s.get("uses", "") for s in jobs["pypi"]["steps"]]
+    guard = next(i for i, r in enumerate(pypi) if r.startswith("python -m ci release-guard"))
+    upload = next(i for i, r in enumerate(pypi) if r.startswith("pypa/gh-action-pypi-publish"))
+    assert guard < upload
+    assert "python -m pip install -r ci/requirements-release.txt" in pypi[:guard]
+
+
 def test_no_expressions_inside_run_scripts():
     for name, job_id, step in steps():
         assert "${{" not in step.get("run", ""), f"{name}:{job_id}: {step['run']}"
@@ -161,4 +172,4 @@ def test_cibuildwheel_config_matches_the_declaration():
         if p.cibw_platform == "linux":
             assert CIBW["linux"][f"manylinux-{p.arch}-image"] == p.manylinux_image
             assert p.wheel_platform == f"{p.manylinux_image}_{p.arch}"
-    assert {"TORCH_SEGMENT_TORCH_PIN", "TORCH_SEGMENT_TORCH_INDEX"} <= set(CIBW["linux"]["environment-pass"])
+    assert {"TORCH_SEGMENT_OPS_TORCH_PIN", "TORCH_SEGMENT_OPS_TORCH_INDEX"} <= set(CIBW["linux"]["environment-pass"])

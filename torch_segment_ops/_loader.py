@@ -30,7 +30,8 @@ class Build:
     def library(self) -> Path:
         libs = sorted(self.directory.glob("_C*.so")) + sorted(self.directory.glob("_C*.pyd"))
         if len(libs) != 1:
-            raise ImportError(f"torch_segment: expected one compiled library in {self.directory}, found {len(libs)}")
+            raise ImportError(
+                f"torch_segment_ops: expected one compiled library in {self.directory}, found {len(libs)}")
         return libs[0]
 
 
@@ -57,16 +58,16 @@ def select(builds: list[Build], torch_version: str, package_version: str = "") -
             return build
     if not builds:
         raise ImportError(
-            "torch_segment: no compiled build found (is this a source checkout? "
+            "torch_segment_ops: no compiled build found (is this a source checkout? "
             "install the package with `pip install --no-build-isolation .`)"
         )
     have = ", ".join(sorted({b.torch_minor for b in builds}, key=lambda v: tuple(map(int, v.split(".")))))
     newest = have.split(", ")[-1]
     raise ImportError(
-        f"torch_segment {package_version} was built for torch {have}, but torch {torch_version} is "
+        f"torch_segment_ops {package_version} was built for torch {have}, but torch {torch_version} is "
         f"installed; its C++ ABI differs between minor versions. Either install a supported torch "
-        f"(e.g. pip install 'torch=={newest}.*') or install the torch-segment build for your torch "
-        f"(pip install --force-reinstall --no-deps torch-segment, or build it from source against "
+        f"(e.g. pip install 'torch=={newest}.*') or install the torch-segment-ops build for your torch "
+        f"(pip install --force-reinstall --no-deps torch-segment-ops, or build it from source against "
         f"torch {wanted})."
     )
 
@@ -76,7 +77,7 @@ def installed_version(fallback: str) -> str:
     from importlib import metadata
 
     try:
-        return metadata.version("torch-segment")
+        return metadata.version("torch-segment-ops")
     except metadata.PackageNotFoundError:
         return fallback
 

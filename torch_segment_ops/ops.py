@@ -1,6 +1,6 @@
 """Python API of the ops, their fake (meta) kernels and their autograd formulas.
 
-The kernels live in ``csrc/`` and are registered as ``torch.ops.torch_segment.*``.
+The kernels live in ``csrc/`` and are registered as ``torch.ops.torch_segment_ops.*``.
 Registering fake kernels and autograd here (not in C++) is what makes the ops
 work under ``torch.compile(fullgraph=True)`` and pass ``torch.library.opcheck``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-_ops = torch.ops.torch_segment
+_ops = torch.ops.torch_segment_ops
 REDUCTIONS = ("sum", "mean", "min", "max")
 
 
@@ -77,7 +77,7 @@ def _check_same_device(op: str, src: Tensor, indptr: Tensor) -> None:
     )
 
 
-@torch.library.register_fake("torch_segment::segment_reduce")
+@torch.library.register_fake("torch_segment_ops::segment_reduce")
 def _(src, indptr, reduce="sum", return_arg=True):
     _check_same_device("segment_reduce", src, indptr)
     torch._check_value(reduce in REDUCTIONS, lambda: f"segment_reduce(): unknown reduce {reduce!r}")
@@ -87,7 +87,7 @@ def _(src, indptr, reduce="sum", return_arg=True):
     return src.new_empty(shape), src.new_empty(arg_shape, dtype=torch.int64)
 
 
-@torch.library.register_fake("torch_segment::gather_csr")
+@torch.library.register_fake("torch_segment_ops::gather_csr")
 def _(src, indptr, size=None):
     _check_same_device("gather_csr", src, indptr)
     torch._check(indptr.dim() == 1, lambda: "gather_csr(): expected `indptr` to be 1-D")
@@ -95,7 +95,7 @@ def _(src, indptr, size=None):
     return src.new_empty((rows, *src.shape[1:]))
 
 
-@torch.library.register_fake("torch_segment::segment_softmax")
+@torch.library.register_fake("torch_segment_ops::segment_softmax")
 def _(src, indptr):
     _check_same_device("segment_softmax", src, indptr)
     return torch.empty_like(src, memory_format=torch.contiguous_format)
@@ -152,6 +152,6 @@ def _softmax_backward(ctx, grad_out):
     return weighted - out * gather_csr(dot, indptr, out.shape[0]), None
 
 
-torch.library.register_autograd("torch_segment::segment_reduce", _reduce_backward, setup_context=_reduce_setup)
-torch.library.register_autograd("torch_segment::gather_csr", _gather_backward, setup_context=_gather_setup)
-torch.library.register_autograd("torch_segment::segment_softmax", _softmax_backward, setup_context=_softmax_setup)
+torch.library.register_autograd("torch_segment_ops::segment_reduce", _reduce_backward, setup_context=_reduce_setup)
+torch.library.register_autograd("torch_segment_ops::gather_csr", _gather_backward, setup_context=_gather_setup)
+torch.library.register_autograd("torch_segment_ops::segment_softmax", _softmax_backward, setup_context=_softmax_setup)
