@@ -19,7 +19,7 @@ from elftools.elf.elffile import ELFFile
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from . import matrix
+from . import macho, matrix
 from .wheels import WheelInfo, torch_minor
 
 # What torch ships and loads itself: never to be grafted into our wheel, and
@@ -114,6 +114,18 @@ def check_libraries(wheel: WheelInfo) -> list[str]:
     return problems
 
 
+def check_macho(wheel: WheelInfo) -> list[str]:
+    """macOS libraries: arm64, minos = the tag's deployment target, only system and torch libraries
+    linked, no stray unresolved symbol, a valid ad-hoc signature (see ci/macho.py)."""
+    libraries = {n: c for n, c in wheel.files.items() if macho.is_macho(c)}
+    if libraries and not wheel.platform.startswith("macosx_"):
+        return [f"Mach-O file {n} in a {wheel.platform} wheel" for n in libraries]
+    if not wheel.platform.startswith("macosx_"):
+        return []
+    target = macho.deployment_target(wheel.platform)
+    return [p for n, c in libraries.items() for p in macho.problems(n, c, target, is_torch_library)]
+
+
 def check_stripped(wheel: WheelInfo) -> list[str]:
     return [f"{name} is not stripped (has {section.name})" for name, elf in elf_files(wheel).items()
             for section in elf.iter_sections() if section.name.startswith(".debug") or section.name == ".symtab"]
@@ -137,7 +149,7 @@ def check_external(wheel: WheelInfo) -> list[str]:
             *tool("check-wheel-contents", path)]
 
 
-CHECKS = [check_tags, check_metadata, check_libraries, check_stripped, check_size, check_external]
+CHECKS = [check_tags, check_metadata, check_libraries, check_macho, check_stripped, check_size, check_external]
 
 
 def audit(path: Path, expect_platform: str | None = None) -> list[str]:

@@ -23,7 +23,8 @@ from .envs import ROOT, log
 # Verbs that run inside the dev env, which they create on first use. Set
 # TORCH_SEGMENT_OPS_USE_CURRENT_ENV=1 to run them in the calling Python instead
 # (the workflows do, after installing ci/requirements-*.txt).
-NEEDS_DEV_ENV = {"test", "demo", "bench", "local", "build", "audit", "merge", "smoke", "lint", "sdist"}
+NEEDS_DEV_ENV = {"test", "demo", "bench", "local", "build", "audit", "merge", "smoke", "lint", "sdist", "replay",
+                 "report"}
 
 
 def dev_environ(dev: envs.Env) -> dict[str, str]:
@@ -66,8 +67,30 @@ def cmd_local(args) -> int:
     """The main job: build, repair, audit, merge and smoke-test the wheels for this machine."""
     from . import local
 
-    out = Path(args.out) if args.out else ROOT / "wheelhouse" / ("aarch64" if args.arch == "aarch64" else "")
+    if args.cibuildwheel:
+        from . import container
+
+        out = Path(args.out) if args.out else ROOT / "wheelhouse" / "cibuildwheel"
+        print(container.run(out, args.torch[0] if args.torch else None))
+        return 0
+    out = Path(args.out) if args.out else ROOT / "wheelhouse" / ("" if args.arch == "native" else args.arch)
     print(local.run(out, args.torch, args.arch))
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Every release cell with how it was verified here, from the lanes' records under DIR (writes report.md/.json)."""
+    from . import report
+
+    print(report.report(Path(args.dir)))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    """Run a workflow's jobs here, from its YAML, with stand-ins for what only GitHub has."""
+    from . import replay
+
+    print(replay.run(args.workflow, Path(args.out)))
     return 0
 
 
@@ -234,10 +257,17 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny shapes; writes nothing")
     bench.add_argument("--pipeline", action="store_true", help="install time, wheel sizes, compile counts")
     local = verb("local", cmd_local)
-    local.add_argument("--out", help="default: wheelhouse/ (wheelhouse/aarch64/ with --arch aarch64)")
+    local.add_argument("--out", help="default: wheelhouse/ (wheelhouse/<arch>/ with --arch)")
     local.add_argument("--torch", nargs="*", help="torch minors (default: ci/matrix.toml [local])")
-    local.add_argument("--arch", choices=["native", "aarch64"], default="native",
-                       help="aarch64: the Linux arm64 wheel under qemu emulation (root, binfmt_misc)")
+    local.add_argument("--arch", choices=["native", "aarch64", "macos-arm64"], default="native",
+                       help="aarch64: the Linux arm64 wheel under qemu emulation (root, binfmt_misc); "
+                            "macos-arm64: the macOS wheel cross-built, repaired and audited here (not run)")
+    local.add_argument("--cibuildwheel", action="store_true",
+                       help="the real cibuildwheel Linux build in a local container (root; stand-in image)")
+    verb("report", cmd_report).add_argument("dir", nargs="?", default=str(ROOT / "wheelhouse"))
+    rep_ = verb("replay", cmd_replay)
+    rep_.add_argument("workflow", nargs="?", default="release.yml", help="a file in .github/workflows")
+    rep_.add_argument("--out", default=str(ROOT / "wheelhouse" / "replay"))
     mat = verb("matrix", cmd_matrix)
     mat.add_argument("--scope", choices=["pr", "release"], default="pr")
     mat.add_argument("--kind", choices=["build", "verify", "merge", "table"], default="build")

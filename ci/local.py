@@ -5,11 +5,12 @@ summary table as it goes."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import audit, build, envs, matrix, merge, repair, smoke
+from . import audit, build, envs, matrix, merge, repair, report, smoke
 from .envs import ROOT
 from .wheels import WheelInfo
 
@@ -74,13 +75,16 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: 
     local = matrix.load()["local"]
     if arch == "aarch64":
         return run_aarch64(out, minors or local["aarch64_torch"])
+    if arch == "macos-arm64":
+        return run_macos(out, minors or local["torch"])
     python = local["python"]
     return pipeline(
         out, [matrix.torch(m) for m in minors or local["torch"]],
         build=lambda t, dist: build.build(t.minor, dist, python),
         lib_dir=lambda t: envs.base_env(python, t.pin).site_packages / "torch" / "lib",
-        smoke_cells=[(f"smoke cp{python} torch {t.pin}", lambda w, t=t: smoked(w, python, t.pin))
+        smoke_cells=[(f"smoke cp{python} torch {t.pin}", lambda w, t=t: smoked(w, python, t.pin), python, t.minor)
                      for t in map(matrix.torch, minors or local["torch"])],
+        lane=("native", "linux-x86_64", report.NATIVE),
         note="Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 container "
              "and reaches manylinux_2_28.",
     )
@@ -102,8 +106,9 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
         out, torches,
         build=lambda t, dist: aarch64.build(t.minor, dist),
         lib_dir=lambda t: aarch64.torch_site(t.pin) / "torch" / "lib",
-        smoke_cells=[(f"smoke cp{aarch64.PYTHON} torch {t.pin} (qemu)", lambda w, t=t: emulated_smoke(w, t))
-                     for t in torches],
+        smoke_cells=[(f"smoke cp{aarch64.PYTHON} torch {t.pin} (qemu)", lambda w, t=t: emulated_smoke(w, t),
+                      aarch64.PYTHON, t.minor) for t in torches],
+        lane=("aarch64-qemu", "linux-aarch64", report.QEMU),
         note="Reached {tag}: built against Debian bookworm's glibc in an emulated arm64 rootfs (CI's "
              "manylinux_2_28 container on a native arm runner reaches manylinux_2_28). Built and tested under "
              "qemu-user emulation, not on arm64 hardware.",
@@ -111,24 +116,58 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
     )
 
 
-def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells, note: str, prepare=None) -> str:
-    """build -> repair -> audit per torch, merge -> audit, then every smoke cell; returns the table."""
+def run_macos(out: Path, minors: list[str]) -> str:
+    from . import macos
+
+    torches = [matrix.torch(m) for m in minors]
+    with macos.delocate_tools():
+        return pipeline(
+            out, torches,
+            build=lambda t, dist: macos.build_wheel(t.minor, dist),
+            lib_dir=lambda t: macos.torch_tree(t.pin) / "torch" / "lib",
+            smoke_cells=[],
+            lane=("macos-cross", macos.PLATFORM, report.CROSS),
+            note="Reached {tag}: cross-built on Linux with zig against the macOS torch wheels, linked to the "
+                 "system libc++, repaired with delocate (LLVM's otool/install_name_tool) and audited here. "
+                 "NOT run: no Mac here; the macOS runners of the workflows run it.",
+            platform="darwin",
+        )
+
+
+def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells, note: str, lane,
+             prepare=None, platform: str = sys.platform) -> str:
+    """build -> repair -> audit per torch, merge -> audit, then every smoke cell; returns the table.
+    lane = (name, platform, method): what each smoke cell (label, action, CPython, torch minor)
+    records for the report; a lane without smoke cells records its audited wheel, not run."""
     progress = Progress(total=3 * len(torches) + 2 + len(smoke_cells) + bool(prepare))
     per_torch_dir = out / "per-torch"
     for stale in [*out.glob("*.whl"), *per_torch_dir.glob("*.whl")]:
         stale.unlink()
-    if prepare:
-        progress.step(*prepare)
-    repaired, dist = [], out / "build"
-    for t in torches:
-        built = progress.step(f"build torch {t.minor}", lambda t=t: (build(t, dist), "built"))
-        fixed = progress.step(f"repair torch {t.minor}",
-                              lambda b=built, t=t: (repair.repair(b, per_torch_dir, lib_dir=lib_dir(t)), "repaired"))
-        progress.step(f"audit torch {t.minor}", lambda w=fixed: audited(w))
-        repaired.append(fixed)
-    merged = progress.step("merge", lambda: (merge.merge(repaired, out), f"{len(repaired)} build(s)"))
-    progress.step("audit merged", lambda: audited(merged))
-    for cell, action in smoke_cells:
-        progress.step(cell, lambda a=action: a(merged))
+    name, platform_name, method = lane
+    records: list[report.Record] = []
+    try:
+        if prepare:
+            progress.step(*prepare)
+        repaired, dist = [], out / "build"
+        for t in torches:
+            built = progress.step(f"build torch {t.minor}", lambda t=t: (build(t, dist), "built"))
+            fixed = progress.step(f"repair torch {t.minor}", lambda b=built, t=t: (
+                repair.repair(b, per_torch_dir, lib_dir=lib_dir(t), platform=platform), "repaired"))
+            progress.step(f"audit torch {t.minor}", lambda w=fixed: audited(w))
+            repaired.append(fixed)
+        merged = progress.step("merge", lambda: (merge.merge(repaired, out), f"{len(repaired)} build(s)"))
+        progress.step("audit merged", lambda: audited(merged))
+        for cell, action, python, minor in smoke_cells:
+            try:
+                progress.step(cell, lambda a=action: a(merged))
+            finally:
+                result = progress.rows[-1].result
+                records.append(report.Record(platform_name, python, minor, method,
+                                             "passed" if not result.startswith("FAILED") else result.splitlines()[0]))
+        if not smoke_cells:
+            records += [report.Record(platform_name, "*", t.minor, method, "passed: built, repaired, audited")
+                        for t in torches]
+    finally:
+        report.write(out, name, records)
     tag = next(iter(WheelInfo.read(merged).tags)).platform
     return progress.table() + f"\n\nFinal wheel: {merged}\n" + note.format(tag=tag)

@@ -23,3 +23,11 @@ def wheelhouse(tmp_path_factory):
             os.environ["SOURCE_DATE_EPOCH"] = before
     print(table)
     return out
+
+
+@pytest.fixture(scope="session")
+def macos_wheelhouse(tmp_path_factory):
+    """`python -m ci local --arch macos-arm64` run once per session: cross-built, repaired, audited, merged."""
+    out = tmp_path_factory.mktemp("macos")
+    print(local.run(out, arch="macos-arm64"))
+    return out

@@ -34,3 +34,9 @@ def test_repair_module_needs_only_the_standard_library():
     imports = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
     imports |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom)}
     assert imports <= sys.stdlib_module_names | {"__future__"}
+
+
+def test_delocate_gets_torch_on_the_library_path_only_on_macos(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYLD_LIBRARY_PATH", "/elsewhere")
+    assert repair.environment(tmp_path, "darwin")["DYLD_LIBRARY_PATH"] == f"{tmp_path}:/elsewhere"
+    assert repair.environment(tmp_path, "linux")["DYLD_LIBRARY_PATH"] == "/elsewhere"

@@ -1,0 +1,86 @@
+"""The macOS arm64 lane: cross-built with zig against the real macOS torch
+wheels, repaired with our repair verb (delocate), audited with our audit
+verb. Nothing here runs the library: there is no Mac. Slow; run by .ci/run."""
+
+import subprocess
+import zipfile
+
+import pytest
+from wheel.wheelfile import WheelFile
+
+from ci import audit, macho, macos, matrix, repair
+from ci.wheels import WheelInfo
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(macos.missing()), reason=f"macOS lane: {macos.missing()}")]
+MINORS = matrix.load()["local"]["torch"]
+
+
+def built(macos_wheelhouse, minor):
+    (wheel,) = (macos_wheelhouse / "build").glob(f"*+{matrix.torch(minor).label}-*.whl")
+    return wheel
+
+
+def test_the_final_wheel_holds_every_build_for_the_declared_target(macos_wheelhouse):
+    (merged,) = macos_wheelhouse.glob("*.whl")
+    assert merged.name == f"torch_segment_ops-0.1.0-cp310-abi3-{macos.platform().wheel_platform}.whl"
+    assert audit.audit(merged) == []
+    info = WheelInfo.read(merged)
+    libraries = {n: c for n, c in info.files.items() if n.endswith(".so")}
+    assert sorted(libraries) == [f"torch_segment_ops/_builds/torch_{m.replace('.', '_')}/_C.abi3.so" for m in MINORS]
+    for content in libraries.values():
+        read = macho.read(content)
+        assert read["cpu"] == "ARM64" and read["minos"] == macos.platform().deployment_target
+        assert "/usr/lib/libc++.1.dylib" in read["dylibs"]  # the system C++ runtime, not zig's own
+        assert {d for d in read["dylibs"] if not d.startswith("@rpath/")} == macho.SYSTEM_LIBRARIES
+
+
+def test_same_files_and_metadata_as_the_linux_build(macos_wheelhouse, wheelhouse):
+    for minor in MINORS:
+        mac = WheelInfo.read(built(macos_wheelhouse, minor))
+        (linux_path,) = (wheelhouse / "build").glob(f"*+{matrix.torch(minor).label}-*.whl")
+        linux = WheelInfo.read(linux_path)
+        assert set(mac.files) - {f"{mac.dist_info}/RECORD"} == set(linux.files) - {f"{linux.dist_info}/RECORD"}
+        assert mac.files[f"{mac.dist_info}/METADATA"] == linux.files[f"{linux.dist_info}/METADATA"]
+
+
+def test_delocate_needs_torch_on_the_library_path_and_repair_provides_it(macos_wheelhouse, tmp_path):
+    """The bug our repair verb works around, on a real Mac too: delocate resolves @rpath before --exclude."""
+    wheel = built(macos_wheelhouse, MINORS[0])
+    lib_dir = macos.torch_tree(matrix.torch(MINORS[0]).pin) / "torch" / "lib"
+    with macos.delocate_tools():
+        naive = subprocess.run(repair.command(wheel, tmp_path / "naive", lib_dir, "darwin"), capture_output=True,
+                               text=True, env=repair.environment(lib_dir, "linux"))
+        fixed = repair.repair(wheel, tmp_path / "fixed", lib_dir=lib_dir, platform="darwin")
+    assert naive.returncode != 0 and "Could not find all dependencies" in naive.stdout + naive.stderr
+    assert audit.audit(fixed) == []
+
+
+def rewrite(wheel, out, change):
+    """A copy of wheel with change(name, data) -> data applied to every member (RECORD rewritten)."""
+    with zipfile.ZipFile(wheel) as src, WheelFile(out / wheel.name, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.endswith("RECORD"):
+                dst.writestr(info, change(info.filename, src.read(info)))
+    return out / wheel.name
+
+
+def test_audit_rejects_a_library_modified_after_signing(macos_wheelhouse, tmp_path):
+    (merged,) = macos_wheelhouse.glob("*.whl")
+
+    def flip(name, data):
+        return data[:4096] + bytes([data[4096] ^ 1]) + data[4097:] if name.endswith(".so") else data
+
+    problems = audit.audit(rewrite(merged, tmp_path, flip))
+    assert any("code signature does not match page 0" in p for p in problems), problems
+
+
+def test_audit_rejects_a_tag_that_claims_another_deployment_target(macos_wheelhouse, tmp_path):
+    (merged,) = macos_wheelhouse.glob("*.whl")
+    target = macos.platform().wheel_platform
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    wheel = rewrite(merged, renamed, lambda n, d: d.replace(target.encode(), b"macosx_13_0_arm64")
+                    if n.endswith("/WHEEL") else d)
+    moved = wheel.rename(wheel.with_name(wheel.name.replace(target, "macosx_13_0_arm64")))
+    problems = audit.audit(moved)
+    assert any("minimum macOS 14.0, expected the deployment target 13.0" in p for p in problems), problems

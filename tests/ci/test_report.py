@@ -1,0 +1,57 @@
+"""The verification report: the release matrix joined with what the lanes recorded."""
+
+import json
+import shutil
+
+import pytest
+
+from ci import matrix, report
+from ci.report import CIBW, CROSS, GITHUB, NATIVE, QEMU, Record
+
+
+def rows_by_cell(records):
+    return {(r["platform"], r["python"], r["torch"]): r for r in report.cells(records)}
+
+
+def test_every_release_cell_is_listed_and_unrecorded_ones_are_github_only():
+    rows = report.cells([])
+    assert len(rows) == len(matrix.verify_cells("release")) == 60
+    assert {r["method"] for r in rows} == {GITHUB}
+
+
+def test_the_strongest_passing_method_wins_and_star_covers_every_cpython():
+    records = [Record("linux-x86_64", "3.11", "2.13", CIBW, "passed"),
+               Record("linux-x86_64", "3.11", "2.13", NATIVE, "passed"),
+               Record("macos-arm64", "*", "2.14", CROSS, "passed: built, repaired, audited"),
+               Record("linux-aarch64", "3.11", "2.13", QEMU, "FAILED: smoke"),
+               Record("linux-aarch64", "3.11", "2.13", CIBW, "passed")]
+    rows = rows_by_cell(records)
+    native = rows["linux-x86_64", "3.11", "2.13"]
+    assert native["method"] == NATIVE and native["also"] == [CIBW]
+    assert all(rows["macos-arm64", py, "2.14"]["method"] == CROSS for py in matrix.torch("2.14").python)
+    assert rows["macos-arm64", "3.11", "2.13"]["method"] == GITHUB
+    assert rows["linux-aarch64", "3.11", "2.13"]["method"] == CIBW  # a pass beats a stronger failure
+
+
+def test_report_reads_the_lanes_files_and_writes_markdown_and_json(tmp_path):
+    report.write(tmp_path / "a", "native", [Record("linux-x86_64", "3.11", "2.13", NATIVE, "passed")])
+    report.write(tmp_path / "b", "macos-cross", [Record("macos-arm64", "*", "2.13", CROSS, "passed")])
+    text = report.report(tmp_path)
+    assert text.splitlines()[0] == f"60 release cells: 1 {NATIVE}, 5 {CROSS}, 54 {GITHUB}"
+    assert (tmp_path / "report.md").read_text() == text + "\n"
+    rows = json.loads((tmp_path / "report.json").read_text())
+    assert len(rows) == 60 and rows_by_cell(report.collect(tmp_path))["linux-x86_64", "3.11", "2.13"]["date"]
+
+
+@pytest.mark.slow
+def test_the_lanes_of_this_session_are_what_the_report_shows(wheelhouse, macos_wheelhouse, tmp_path):
+    for lane in (wheelhouse, macos_wheelhouse):
+        for record in lane.glob("verification-*.json"):
+            shutil.copy(record, tmp_path / record.name)
+    rows = rows_by_cell(report.collect(tmp_path))
+    python = matrix.load()["local"]["python"]
+    for minor in matrix.load()["local"]["torch"]:
+        assert rows["linux-x86_64", python, minor]["method"] == NATIVE
+        assert rows["linux-x86_64", python, minor]["result"] == "passed"
+        assert {rows["macos-arm64", py, minor]["method"] for py in matrix.torch(minor).python} == {CROSS}
+    assert report.report(tmp_path).splitlines()[0].startswith("60 release cells: 2 ran natively, 10 cross-built")
