@@ -25,7 +25,7 @@ IGNORED = shutil.ignore_patterns(
 
 
 def build_env(python: str, torch_pin: str) -> envs.Env:
-    base = envs.base_env(python, torch_pin)
+    base = envs.base_env(python, torch_pin, matrix.from_registry(python, torch_pin))
     return envs.overlay_env(base, "build", [ROOT / "ci" / "requirements-build.txt"])
 
 

@@ -73,6 +73,9 @@ def cmd_local(args) -> int:
         out = Path(args.out) if args.out else ROOT / "wheelhouse" / "cibuildwheel"
         print(container.run(out, args.torch[0] if args.torch else None))
         return 0
+    if args.matrix:
+        print(local.run(Path(args.out) if args.out else ROOT / "wheelhouse" / "matrix", cells="matrix"))
+        return 0
     out = Path(args.out) if args.out else ROOT / "wheelhouse" / ("" if args.arch == "native" else args.arch)
     print(local.run(out, args.torch, args.arch))
     return 0
@@ -262,6 +265,9 @@ def parser() -> argparse.ArgumentParser:
     local.add_argument("--arch", choices=["native", "aarch64", "macos-arm64"], default="native",
                        help="aarch64: the Linux arm64 wheel under qemu emulation (root, binfmt_misc); "
                             "macos-arm64: the macOS wheel cross-built, repaired and audited here (not run)")
+    local.add_argument("--matrix", action="store_true",
+                       help="every declared torch in one wheel, smoke-tested on the CPython x torch cells of "
+                            "ci/matrix.toml [local] (torch builds not on disk come from the registry: GBs)")
     local.add_argument("--cibuildwheel", action="store_true",
                        help="the real cibuildwheel Linux build in a local container (root; stand-in image)")
     verb("report", cmd_report).add_argument("dir", nargs="?", default=str(ROOT / "wheelhouse"))

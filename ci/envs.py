@@ -87,12 +87,31 @@ def _create(path: Path, python: str, spec: str, fill, venv_args: tuple[str, ...]
     return env
 
 
-def base_env(python_version: str, torch_version: str) -> Env:
-    """python + torch (+ numpy, which torch warns about when missing)."""
+def base_env(python_version: str, torch_version: str, registry: bool = False) -> Env:
+    """python + torch (+ numpy, which torch warns about when missing). registry: torch comes from
+    the package registry by uv (which ignores this machine's pip configuration and its cap on torch
+    versions; its cache hard-links the shared CUDA wheels), for torch builds not on local disk."""
     reqs = [f"torch=={torch_version}", "numpy==2.4.6"]
+    if registry:
+        reqs[1:] = ['numpy==2.4.6; python_version >= "3.11"', 'numpy==2.2.6; python_version < "3.11"']
+        path = cache_dir() / "envs" / f"py{python_version}-torch{torch_version}-registry"
+
+        def fill(env: Env) -> None:
+            environ = dict(pip_environ(), UV_CACHE_DIR=str(cache_dir() / "uv"))
+            log(f"installing torch {torch_version} for CPython {python_version} from the registry (GBs, cached) ...")
+            subprocess.run([uv(), "pip", "install", "-q", "--python", str(env.python), *reqs], check=True, env=environ)
+
+        return _create(path, find_python(python_version), "\n".join(reqs + ["registry"]), fill)
     spec = "\n".join(reqs + torch_index_args())
     path = cache_dir() / "envs" / f"py{python_version}-torch{torch_version}"
     return _create(path, find_python(python_version), spec, lambda env: env.pip("install", *reqs, *torch_index_args()))
+
+
+def uv() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    if not Path(found).exists():
+        raise SystemExit("uv not found (it is in ci/requirements-pipeline.txt)")
+    return found
 
 
 def tools_env(python_version: str, name: str, requirements: list[Path]) -> Env:

@@ -71,12 +71,15 @@ def smoked(wheel: Path, python: str, pin: str) -> tuple[None, str]:
     return None, result.output.splitlines()[0]
 
 
-def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: str = "native") -> str:
+def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: str = "native",
+        cells: str = "local") -> str:
     local = matrix.load()["local"]
+    if cells == "matrix":
+        return run_matrix(out)
     if arch == "aarch64":
         return run_aarch64(out, minors or local["aarch64_torch"])
     if arch == "macos-arm64":
-        return run_macos(out, minors or local["torch"])
+        return run_macos(out, minors or local["macos_torch"])
     python = local["python"]
     return pipeline(
         out, [matrix.torch(m) for m in minors or local["torch"]],
@@ -87,6 +90,23 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: 
         lane=("native", "linux-x86_64", report.NATIVE),
         note="Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 container "
              "and reaches manylinux_2_28.",
+    )
+
+
+def run_matrix(out: Path) -> str:
+    """Every declared torch built on [local] python into one final wheel, which is then smoke-tested
+    in every cell of matrix.local_matrix_cells() (torch not on disk comes from the registry)."""
+    python = matrix.load()["local"]["python"]
+    return pipeline(
+        out, matrix.torches(),
+        build=lambda t, dist: build.build(t.minor, dist, python),
+        lib_dir=lambda t: (envs.base_env(python, t.pin, matrix.from_registry(python, t.pin)).site_packages
+                           / "torch" / "lib"),
+        smoke_cells=[(f"smoke cp{py} torch {t.pin}", lambda w, py=py, t=t: smoked(w, py, t.pin), py, t.minor)
+                     for py, t in matrix.local_matrix_cells()],
+        lane=("native-matrix", "linux-x86_64", report.NATIVE),
+        note="Reached {tag} on this machine; every cell above ran natively here (CUDA builds of torch from "
+             "the registry run on the CPU).",
     )
 
 

@@ -63,7 +63,8 @@ def torch_tree(pin: str) -> Path:
         log(f"downloading the macOS arm64 torch {pin} wheel (~110 MB) ...")
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                         "--platform", platform().wheel_platform, "--python-version", python, f"torch=={pin}",
-                        "-d", tmp], check=True, env=envs.pip_environ())
+                        "-d", tmp], check=True,
+                       env=dict(envs.pip_environ(), PIP_CONFIG_FILE=os.devnull))  # no local cap on torch
         (wheel,) = Path(tmp).glob("torch-*.whl")
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(tree, [n for n in zf.namelist() if n.startswith(TORCH_MEMBERS)])

@@ -78,6 +78,24 @@ def torch(minor: str) -> Torch:
     raise SystemExit(f"torch {minor} is not in ci/matrix.toml; supported: {', '.join(t.minor for t in torches())}")
 
 
+def from_registry(python: str, pin: str) -> bool:
+    """Whether torch `pin` for CPython `python` must come from the registry (not on local disk)."""
+    local = load()["local"]
+    return python != local["python"] or pin not in {torch(m).pin for m in local["torch"]}
+
+
+def local_matrix_cells() -> list[tuple[str, Torch]]:
+    """The (CPython, torch) cells `local --matrix` runs: every declared torch on [local] python,
+    and every CPython of [local] matrix_python on the newest torch that supports it."""
+    local = load()["local"]
+    cells = [(local["python"], t) for t in torches()]
+    for python in local["matrix_python"]:
+        newest = [t for t in torches() if python in t.python][-1]
+        if (python, newest) not in cells:
+            cells.append((python, newest))
+    return cells
+
+
 def scope_torches(scope: str, data: dict | None = None) -> list[Torch]:
     data = data or load()
     rule = data["scopes"][scope]

@@ -23,9 +23,9 @@ CHECK = Path(__file__).with_name("smoke_check.py")
 
 
 @contextlib.contextmanager
-def wheel_env(wheel: Path, python: str, torch_pin: str) -> Iterator[envs.Env]:
+def wheel_env(wheel: Path, python: str, torch_pin: str, registry: bool = False) -> Iterator[envs.Env]:
     """A throwaway env with the wheel installed over the cached torch."""
-    base = envs.base_env(python, torch_pin)
+    base = envs.base_env(python, torch_pin, registry)
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-smoke-") as tmp:
         env = envs.overlay_env(base, "smoke", path=Path(tmp) / "env")
         env.pip("install", "--no-deps", "--no-index", str(wheel))
@@ -48,8 +48,10 @@ def run_check(env: envs.Env, python: str | None = None) -> Result:
 
 
 def smoke(wheel: Path, python: str, torch_pin: str) -> Result:
+    from . import matrix  # not at module level: verify_here runs on CPython 3.10 (no tomllib)
+
     log(f"smoke-testing {wheel.name} on CPython {python} + torch {torch_pin} ...")
-    with wheel_env(wheel, python, torch_pin) as env:
+    with wheel_env(wheel, python, torch_pin, matrix.from_registry(python, torch_pin)) as env:
         return run_check(env)
 
 
