@@ -170,7 +170,7 @@ def cmd_download(args) -> int:
     from . import download, pick
 
     target = pick.Target(args.platform, args.python or pick.default_python(), args.torch or installed_torch())
-    download.download(download.open_source(args, target), target, Path(args.out))
+    download.run(args, target, Path(args.out))
     return 0
 
 

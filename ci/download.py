@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import html.parser
+import http.client
 import io
 import json
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,29 +44,66 @@ def token() -> str | None:
     return os.environ.get("GH_TOKEN") or os.environ.get("GITHUB_TOKEN")
 
 
+MAX_BYTES = 1 << 30  # per response: far above any wheel or artifact of ours
+DEADLINE_S = 600.0  # per response, whole transfer: a server dripping bytes cannot hold us forever
+CHUNK = 1 << 16
+
+
+def check_url(url: str) -> None:
+    """https only; plain http only to a loopback address (the tests' fake servers)."""
+    parts = urllib.parse.urlsplit(url)
+    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise DownloadError(f"download: refusing {url}: only https (or http to loopback) is allowed")
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (GitHub sends every asset and artifact to a storage host), but only to
+    allowed URLs, and never carry the token to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_url(newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
+
+
 def fetch(url: str, accept: str | None = None, auth: bool = False, limit: int | None = None) -> tuple[bytes, str]:
-    """GET url -> (body, content type); any failure, or a body over limit bytes, becomes a
-    DownloadError naming the URL."""
+    """GET url -> (body, content type); any failure, a body over limit (default MAX_BYTES) bytes or a
+    transfer over DEADLINE_S seconds becomes a DownloadError naming the URL. The token goes only to
+    the GitHub API host, and never across a redirect to another host."""
+    check_url(url)
     headers = {"User-Agent": "torch-segment-ops-ci"}
     if accept:
         headers["Accept"] = accept
-    if auth and token():
+    api_host = urllib.parse.urlsplit(github_api()).netloc
+    if auth and token() and urllib.parse.urlsplit(url).netloc == api_host:
         headers["Authorization"] = f"Bearer {token()}"
+    limit = MAX_BYTES if limit is None else limit
+    deadline = time.monotonic() + DEADLINE_S
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as response:
-            body = response.read() if limit is None else response.read(limit + 1)
+        with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=60) as response:
             content_type = response.headers.get("Content-Type", "")
+            body = bytearray()
+            while chunk := response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK):
+                body += chunk
+                if len(body) > limit:
+                    raise DownloadError(f"download: {url} sent more than {limit} bytes; stopped")
+                if time.monotonic() > deadline:
+                    raise DownloadError(f"download: {url} took longer than {DEADLINE_S:.0f} s; stopped")
     except urllib.error.HTTPError as error:
         hint = " (set GH_TOKEN for private repositories and Actions artifacts)" if error.code in (401, 403, 404) else ""
         failure = DownloadError(f"download: {url} answered HTTP {error.code} {error.reason}{hint}")
         failure.status = error.code
         raise failure from None
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(f"download: could not reach {url}: {reason}") from None
-    if limit is not None and len(body) > limit:
-        raise DownloadError(f"download: {url} sent more than {limit} bytes")
-    return body, content_type
+    return bytes(body), content_type
 
 
 def github_asset_name(name: str) -> str:
@@ -73,11 +112,18 @@ def github_asset_name(name: str) -> str:
 
 
 def parse_sums(text: str) -> dict[str, str]:
-    sums = {}
-    for line in text.splitlines():
-        if line.strip():
-            digest, name = line.split(maxsplit=1)
-            sums[name.lstrip("*")] = digest.lower()
+    """`sha256sum` output -> {file name: lower-case digest}; malformed or conflicting lines are refused."""
+    sums: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](\S.*)", line)
+        if not match:
+            raise DownloadError(f"download: SHA256SUMS line {number} is not '<sha256>  <file>': {line[:80]!r}")
+        digest, name = match[1].lower(), match[2]
+        if sums.get(name, digest) != digest:
+            raise DownloadError(f"download: SHA256SUMS lists {name} twice with different digests; refusing it")
+        sums[name] = digest
     return sums
 
 
@@ -210,7 +256,7 @@ def download(source, target: Target, out_dir: Path) -> Path:
         digest = hashlib.sha256(data).hexdigest()
         if c.sha256 is None:
             raise DownloadError(f"download: no SHA256 published for {c.filename}; refusing an unverified file")
-        if digest != c.sha256:
+        if digest != c.sha256.lower():
             raise DownloadError(f"download: SHA256 mismatch for {c.filename}: expected {c.sha256}, got {digest}; "
                                 "nothing was saved")
         metadata = wheel_metadata(data)
@@ -218,11 +264,7 @@ def download(source, target: Target, out_dir: Path) -> Path:
         c.reasons = reject_reasons(c, target)
         if c.reasons:
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, delete=False, suffix=".part") as tmp:
-            tmp.write(data)
-        target_path = out_dir / c.filename
-        os.replace(tmp.name, target_path)
+        target_path = save(data, out_dir, c.filename)
         tag = c.filename[:-4].split("-", 2)[-1]
         print(f"chose {c.filename} for {describe(target)}:\n"
               f"  tag {tag} is the best fit among {len(rank(candidates, target))} compatible file(s)\n"
@@ -232,6 +274,33 @@ def download(source, target: Target, out_dir: Path) -> Path:
     lines = [f"download: no wheel fits {describe(target)}. Available:"]
     lines += [f"  {c.filename}: {'; '.join(c.reasons) or 'fits by tag but was not checked'}" for c in candidates]
     raise DownloadError("\n".join(lines))
+
+
+def save(data: bytes, out_dir: Path, name: str) -> Path:
+    """Write out_dir/name atomically (a .part file renamed); on any failure nothing is left behind."""
+    if Path(name).name != name or name.startswith(".") or "\\" in name:
+        raise DownloadError(f"download: refusing the file name {name!r} (not a plain file name)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.NamedTemporaryFile(dir=out_dir, delete=False, prefix=".download-", suffix=".part")
+    try:
+        with tmp:
+            tmp.write(data)
+        os.replace(tmp.name, out_dir / name)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    return out_dir / name
+
+
+def run(args, target: Target, out_dir: Path) -> Path:
+    """The download verb: any malformed answer (JSON, page, metadata, specifier, archive) is one line."""
+    try:
+        return download(open_source(args, target), target, out_dir)
+    except DownloadError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, zipfile.BadZipFile) as error:
+        raise DownloadError(f"download: malformed answer from the server: {type(error).__name__}: {error}"[:300]) \
+            from None
 
 
 def open_source(args, target: Target):

@@ -62,3 +62,19 @@ def test_import_with_mismatched_build_record(tmp_path):
     assert "ImportError: torch_segment_ops" in result.stderr
     assert f"built for torch 2.99, but torch {torch.__version__} is installed" in result.stderr
     assert "undefined symbol" not in result.stderr
+
+
+@pytest.mark.parametrize("record", ["{not json", "[]", '{"other": 1}', '{"torch": 213}', '{"torch": "latest"}', ""])
+def test_a_corrupt_build_record_is_a_clear_import_error(tmp_path, record):
+    (tmp_path / "torch_2_13").mkdir()
+    (tmp_path / "torch_2_13" / "build.json").write_text(record)
+    with pytest.raises(ImportError, match=r"corrupt build record .*torch_2_13/build.json.*reinstall"):
+        _loader.find_builds(tmp_path)
+
+
+def test_two_builds_for_one_torch_minor_is_a_clear_import_error(tmp_path):
+    make_builds(tmp_path, ["2.13.0"])
+    (tmp_path / "torch_2_13_again").mkdir()
+    (tmp_path / "torch_2_13_again" / "build.json").write_text(json.dumps({"torch": "2.13.1"}))
+    with pytest.raises(ImportError, match=r"two builds for torch 2.13 \(torch_2_13_0, torch_2_13_again\)"):
+        _loader.find_builds(tmp_path)

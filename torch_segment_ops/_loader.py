@@ -36,18 +36,29 @@ class Build:
 
 
 def minor_of(version: str) -> str:
-    match = re.match(r"(\d+)\.(\d+)", version)
+    match = re.match(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
     if not match:
         raise ValueError(f"not a torch version: {version!r}")
     return f"{match[1]}.{match[2]}"
 
 
 def find_builds(builds_dir: Path = BUILDS_DIR) -> list[Build]:
-    builds = []
+    """Every build with its record; a corrupt record or two builds for one torch minor is an
+    ImportError naming the file (the installation is damaged: reinstalling fixes it)."""
+    builds: dict[str, Build] = {}
     for record in sorted(builds_dir.glob("*/build.json")):
-        info = json.loads(record.read_text())
-        builds.append(Build(record.parent, info["torch"]))
-    return builds
+        try:
+            version = json.loads(record.read_text())["torch"]
+            build = Build(record.parent, version)
+            minor = build.torch_minor
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ImportError(f"torch_segment_ops: corrupt build record {record} ({type(error).__name__}: "
+                              f"{error}); reinstall torch-segment-ops") from None
+        if minor in builds:
+            raise ImportError(f"torch_segment_ops: two builds for torch {minor} ({builds[minor].directory.name}, "
+                              f"{record.parent.name}); reinstall torch-segment-ops")
+        builds[minor] = build
+    return list(builds.values())
 
 
 def select(builds: list[Build], torch_version: str, package_version: str = "") -> Build:

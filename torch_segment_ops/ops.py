@@ -55,6 +55,8 @@ def lengths_to_indptr(lengths: Tensor) -> Tensor:
         raise ValueError("lengths_to_indptr(): expected `lengths` to be non-negative")
     indptr = lengths.new_zeros(lengths.numel() + 1, dtype=torch.int64)
     torch.cumsum(lengths, 0, out=indptr[1:])
+    if lengths.numel() and bool((indptr[1:] < indptr[:-1]).any()):  # int64 wrapped around
+        raise ValueError("lengths_to_indptr(): the sum of `lengths` overflows int64")
     return indptr
 
 

@@ -21,3 +21,13 @@ def test_no_segments():
 def test_bad_lengths(lengths, message):
     with pytest.raises(ValueError, match=message):
         ts.lengths_to_indptr(lengths)
+
+
+@pytest.mark.parametrize("lengths", [[2**62, 2**62], [2**63 - 1, 1], [2**62] * 5])
+def test_a_sum_that_overflows_int64_is_refused(lengths):
+    with pytest.raises(ValueError, match="overflows int64"):
+        ts.lengths_to_indptr(torch.tensor(lengths, dtype=torch.int64))
+
+
+def test_the_largest_sum_that_fits_is_fine():
+    assert ts.lengths_to_indptr(torch.tensor([2**62, 2**62 - 1]))[-1].item() == 2**63 - 1

@@ -1,0 +1,226 @@
+"""The download verb against hostile or broken servers on 127.0.0.1 (and
+"localhost", as a second host): tokens, redirects, endless or dripping bodies,
+bad checksum files, malformed answers, leftovers."""
+
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ci import download, index
+from ci.pick import Target
+from tests.ci.test_download import final_wheels
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Hostile:
+    """A loopback server whose routes are functions of the request handler; records headers seen."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.routes, self.seen = {}, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.seen.append((self.path, dict(self.headers)))
+                route = outer.routes.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                else:
+                    route(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{'localhost' if host != '127.0.0.1' else host}:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def body(data: bytes, content_type="application/octet-stream"):
+    def route(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    return route
+
+
+def redirect(url):
+    def route(handler):
+        handler.send_response(302)
+        handler.send_header("Location", url)
+        handler.end_headers()
+    return route
+
+
+@pytest.fixture
+def servers(monkeypatch):
+    api, storage = Hostile(), Hostile("localhost")
+    monkeypatch.setenv("GITHUB_API_URL", api.url)
+    monkeypatch.setenv("GH_TOKEN", "secret-token")
+    yield api, storage
+    api.close()
+    storage.close()
+
+
+def publish(api, storage, files: dict[str, bytes], sums: str | None = None):
+    """A release whose every asset URL on the API host redirects to the storage host (as GitHub does)."""
+    sums = sums if sums is not None else "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items())
+    files = dict(files, SHA256SUMS=sums.encode())
+    assets = []
+    for name, data in files.items():
+        api.routes[f"/assets/{name}"] = redirect(f"{storage.url}/{name}")
+        storage.routes[f"/{name}"] = body(data)
+        assets.append({"name": name, "url": f"{api.url}/assets/{name}",
+                       "browser_download_url": f"{storage.url}/{name}"})
+    api.routes["/repos/o/r/releases/tags/v1"] = body(json.dumps({"assets": assets}).encode(), "application/json")
+
+
+@pytest.fixture
+def wheels(tmp_path):
+    return {p.name: p.read_bytes() for p in final_wheels(tmp_path / "w")}
+
+
+def test_the_token_goes_to_the_api_host_only_and_the_redirected_download_works(servers, wheels, tmp_path):
+    api, storage = servers
+    publish(api, storage, wheels)
+    got = download.download(download.ReleaseSource("o/r", "v1"), Target("linux-x86_64", "3.12", "2.13.0"),
+                            tmp_path / "out")
+    assert got.read_bytes() == wheels[got.name]
+    assert all(h.get("Authorization") == "Bearer secret-token" for _, h in api.seen)
+    assert storage.seen and not any("Authorization" in h for _, h in storage.seen)
+
+
+def test_a_redirect_to_plain_http_elsewhere_is_refused(servers):
+    api, _ = servers
+    api.routes["/x"] = redirect("http://example.invalid/x")
+    with pytest.raises(download.DownloadError, match="refusing http://example.invalid/x: only https"):
+        download.fetch(f"{api.url}/x")
+    with pytest.raises(download.DownloadError, match="refusing ftp://example.invalid/"):
+        download.fetch("ftp://example.invalid/")
+
+
+def test_an_endless_body_stops_at_the_size_cap(servers, monkeypatch):
+    api, _ = servers
+    monkeypatch.setattr(download, "MAX_BYTES", 1 << 20)
+
+    def endless(handler):  # bounded, so the test server stops by itself
+        handler.send_response(200)
+        handler.end_headers()
+        try:
+            for _ in range(320):
+                handler.wfile.write(b"\0" * 65536)
+        except OSError:
+            pass
+    api.routes["/big"] = endless
+    with pytest.raises(download.DownloadError, match=r"sent more than 1048576 bytes; stopped"):
+        download.fetch(f"{api.url}/big")
+
+
+def test_a_dripping_server_hits_the_deadline(servers, monkeypatch):
+    api, _ = servers
+    monkeypatch.setattr(download, "DEADLINE_S", 1.0)
+
+    def drip(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        try:
+            for _ in range(25):
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+    api.routes["/slow"] = drip
+    start = time.monotonic()
+    with pytest.raises(download.DownloadError, match="took longer than 1 s"):
+        download.fetch(f"{api.url}/slow")
+    assert time.monotonic() - start < 4
+
+
+@pytest.mark.parametrize("sums, message", [
+    ("{d}  {n}\n{z}  {n}\n", "lists {n} twice with different digests"),
+    ("not a checksum line\n", "SHA256SUMS line 1 is not"),
+    ("{d}\n", "SHA256SUMS line 1 is not"),
+])
+def test_bad_checksum_files_are_refused(servers, wheels, tmp_path, sums, message):
+    api, storage = servers
+    name, data = next(iter(wheels.items()))
+    fields = {"d": hashlib.sha256(data).hexdigest(), "z": "0" * 64, "n": name}
+    publish(api, storage, wheels, sums.format(**fields))
+    with pytest.raises(download.DownloadError, match=message.format(**fields).replace("+", r"\+")):
+        download.ReleaseSource("o/r", "v1")
+
+
+def test_duplicate_identical_lines_and_upper_case_digests_are_fine(servers, wheels, tmp_path):
+    api, storage = servers
+    lines = "".join(f"{hashlib.sha256(d).hexdigest().upper()}  {n}\n" * 2 for n, d in wheels.items())
+    publish(api, storage, wheels, lines)
+    got = download.download(download.ReleaseSource("o/r", "v1"), Target("macos-arm64", "3.12", "2.13.0"),
+                            tmp_path / "out")
+    assert got.name.endswith("macosx_14_0_arm64.whl")
+
+
+def test_an_upper_case_digest_in_an_index_is_accepted(tmp_path):
+    dist = tmp_path / "dist"
+    final_wheels(dist)
+    index.build_index(dist, tmp_path / "site")
+    page = tmp_path / "site" / "simple" / "torch-segment-ops" / "index.html"
+    text = page.read_text()
+    for name in [p.name for p in dist.iterdir()]:
+        digest = hashlib.sha256((dist / name).read_bytes()).hexdigest()
+        text = text.replace(f"sha256={digest}", f"sha256={digest.upper()}")
+    page.write_text(text)
+    (tmp_path / "site" / "simple" / "torch-segment-ops" / "index.json").unlink()
+    server = Hostile()
+    try:
+        server.routes["/simple/torch-segment-ops/"] = body(text.encode(), "text/html")
+        for path in (tmp_path / "site" / "files").iterdir():
+            server.routes[f"/files/{path.name}"] = body(path.read_bytes())
+        got = download.download(download.IndexSource(f"{server.url}/simple"), Target("linux-x86_64", "3.12", "2.13.0"),
+                                tmp_path / "out")
+    finally:
+        server.close()
+    assert got.exists()
+
+
+@pytest.mark.parametrize("answer", [b"not json", b'{"assets": 5}', b'{"no": "assets"}', b"[]"])
+def test_malformed_answers_are_one_line_not_a_traceback(servers, tmp_path, answer, monkeypatch):
+    api, _ = servers
+    api.routes["/repos/o/r/releases/tags/v1"] = body(answer, "application/json")
+    proc = subprocess.run([sys.executable, "-m", "ci", "download", "--release", "v1", "--repo", "o/r",
+                           "--platform", "linux-x86_64", "--python", "3.12", "--torch", "2.13.0", "-o", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("download: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_rename_leaves_nothing(tmp_path, monkeypatch):
+    def fail(*args):
+        raise OSError("disk full")
+    monkeypatch.setattr(download.os, "replace", fail)
+    with pytest.raises(OSError):
+        download.save(b"data", tmp_path, "x-0.1.0-py3-none-any.whl")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../evil.whl", "/etc/evil.whl", ".hidden.whl", "a/b.whl", "a\\\\b.whl"])
+def test_file_names_from_the_server_stay_in_the_output_folder(tmp_path, name):
+    with pytest.raises(download.DownloadError, match="not a plain file name"):
+        download.save(b"data", tmp_path / "out", name)
+    assert not (tmp_path / "evil.whl").exists()
