@@ -10,17 +10,20 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from wheel.wheelfile import WheelError
 
 from . import macho, matrix
-from .wheels import WheelInfo, torch_minor
+from .wheels import WheelInfo, torch_minor, unsafe_entries
 
 # What torch ships and loads itself: never to be grafted into our wheel, and
 # allowed as dependencies of our library because `import torch` loads them.
@@ -126,6 +129,47 @@ def check_macho(wheel: WheelInfo) -> list[str]:
     return [p for n, c in libraries.items() for p in macho.problems(n, c, target, is_torch_library)]
 
 
+ELF_MACHINES = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
+
+
+def check_elf_platform(wheel: WheelInfo) -> list[str]:
+    """A manylinux_X_Y_<arch> tag must be true of every ELF file: its machine is <arch>, and the glibc
+    symbol versions it needs (read with auditwheel's own helper) are at most X.Y."""
+    match = re.fullmatch(r"manylinux_(\d+)_(\d+)_(\w+)", wheel.platform)
+    libraries = elf_files(wheel)
+    if libraries and not match:
+        return [f"ELF file {n} in a {wheel.platform} wheel" for n in libraries]
+    if not match:
+        return []
+    from auditwheel.elfutils import elf_find_versioned_symbols
+
+    glibc_max, arch = (int(match[1]), int(match[2])), match[3]
+    problems = []
+    for name, elf in libraries.items():
+        machine = elf.header["e_machine"]
+        if machine != ELF_MACHINES.get(arch):
+            problems.append(f"{name} is {machine}, but the tag says {arch}")
+        needed = [tuple(map(int, v.split("_", 1)[1].split(".")[:2])) for _, v in elf_find_versioned_symbols(elf)
+                  if re.fullmatch(r"GLIBC_\d+\.\d+(\.\d+)?", v)]
+        if needed and max(needed) > glibc_max:
+            problems.append(f"{name} needs GLIBC_{'.'.join(map(str, max(needed)))}, but the tag promises "
+                            f"glibc {glibc_max[0]}.{glibc_max[1]} (manylinux_{glibc_max[0]}_{glibc_max[1]})")
+    return problems
+
+
+ALLOWED = re.compile(r"^(torch_segment_ops/[^/]+\.py|torch_segment_ops/_builds/[^/]+/(build\.json|_C[^/]*\.so)"
+                     r"|torch_segment_ops\.libs/[^/]+|torch_segment_ops/\.dylibs/[^/]+|[^/]+\.dist-info/[^/]+"
+                     r"|[^/]+\.dist-info/licenses/.+)$")
+
+
+def check_contents(wheel: WheelInfo) -> list[str]:
+    """Only what a wheel of ours contains: the package's modules, one library and record per build,
+    repair tools' grafts, dist-info; no .pth, no stray library, no unsafe, duplicate or linked entry."""
+    problems = unsafe_entries(wheel.path)
+    problems += [f"unexpected file {n} (not one of ours)" for n in wheel.files if not ALLOWED.match(n)]
+    return problems
+
+
 def check_stripped(wheel: WheelInfo) -> list[str]:
     return [f"{name} is not stripped (has {section.name})" for name, elf in elf_files(wheel).items()
             for section in elf.iter_sections() if section.name.startswith(".debug") or section.name == ".symtab"]
@@ -149,11 +193,15 @@ def check_external(wheel: WheelInfo) -> list[str]:
             *tool("check-wheel-contents", path)]
 
 
-CHECKS = [check_tags, check_metadata, check_libraries, check_macho, check_stripped, check_size, check_external]
+CHECKS = [check_tags, check_metadata, check_contents, check_libraries, check_elf_platform, check_macho,
+          check_stripped, check_size, check_external]
 
 
 def audit(path: Path, expect_platform: str | None = None) -> list[str]:
-    wheel = WheelInfo.read(path)
+    try:
+        wheel = WheelInfo.read(path)
+    except (WheelError, zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
+        return [f"not an intact wheel ({type(error).__name__}: {error})"]
     problems = check_tags(wheel, expect_platform)
     for check in CHECKS[1:]:
         problems += check(wheel)

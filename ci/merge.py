@@ -12,10 +12,10 @@ import re
 import zipfile
 from pathlib import Path
 
-from wheel.wheelfile import WheelFile
+from wheel.wheelfile import WheelError, WheelFile
 
 from . import matrix
-from .wheels import WheelInfo, torch_minor
+from .wheels import WheelInfo, torch_minor, unsafe_entries
 
 BUILD_DIR = re.compile(r"^torch_segment_ops/_builds/[^/]+/")
 
@@ -30,22 +30,56 @@ def rewrite_metadata(text: str, version: str, requirement: str) -> str:
     return "\n".join(lines) + sep + body
 
 
+def metadata_without_builds(wheel: WheelInfo) -> str:
+    """METADATA minus what legitimately differs between per-torch wheels (Version, torch Requires-Dist)."""
+    text = wheel.files[f"{wheel.dist_info}/METADATA"].decode()
+    head, _, body = text.partition("\n\n")
+    kept = [line for line in head.splitlines()
+            if not line.startswith("Version: ") and not line.lower().startswith("requires-dist: torch")]
+    return "\n".join(kept) + "\n\n" + body
+
+
 def check_compatible(wheels: list[WheelInfo]) -> None:
+    """The inputs may differ only in their builds: same name, public version, tag, shared files
+    (none missing from any), dist-info and METADATA apart from Version and the torch pin."""
     first = wheels[0]
+
+    def shared(wheel: WheelInfo) -> dict[str, bytes]:
+        return {n: c for n, c in wheel.files.items() if not BUILD_DIR.match(n) and ".dist-info/" not in n}
+
+    def dist_info(wheel: WheelInfo) -> dict[str, bytes]:
+        return {n.split("/", 1)[1]: c for n, c in wheel.files.items()
+                if n.startswith(f"{wheel.dist_info}/") and not n.endswith(("/RECORD", "/METADATA"))}
+
     for other in wheels[1:]:
         if (other.name, other.version.public, other.tags) != (first.name, first.version.public, first.tags):
             raise SystemExit(f"merge: {other.path.name} does not match {first.path.name} (name, version, tag)")
-        for name, content in other.files.items():
-            shared = not BUILD_DIR.match(name) and ".dist-info/" not in name
-            if shared and first.files.get(name, content) != content:
-                raise SystemExit(f"merge: {name} differs between {first.path.name} and {other.path.name}")
+        a, b = shared(first), shared(other)
+        for name in sorted(set(a) ^ set(b)):
+            raise SystemExit(f"merge: {name} is in only one of {first.path.name} and {other.path.name}")
+        for name in sorted(n for n in a if a[n] != b[n]):
+            raise SystemExit(f"merge: {name} differs between {first.path.name} and {other.path.name}")
+        if dist_info(first) != dist_info(other) or metadata_without_builds(first) != metadata_without_builds(other):
+            raise SystemExit(f"merge: the metadata of {other.path.name} differs from {first.path.name} beyond "
+                             "Version and the torch requirement")
     minors = [torch_minor(v) for w in wheels for v in w.builds.values()]
     if len(set(minors)) != len(minors):
         raise SystemExit(f"merge: several wheels hold a build for the same torch minor: {sorted(minors)}")
 
 
+def read(path: Path) -> WheelInfo:
+    """A safe, intact input: no unsafe or duplicate entry, every file matching RECORD."""
+    unsafe = unsafe_entries(path)
+    if unsafe:
+        raise SystemExit(f"merge: {path.name} has {'; '.join(unsafe)}")
+    try:
+        return WheelInfo.read(path)
+    except (WheelError, zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise SystemExit(f"merge: {path.name} is not an intact wheel: {error}") from None
+
+
 def merge(paths: list[Path], out_dir: Path) -> Path:
-    wheels = [WheelInfo.read(p) for p in sorted(paths)]
+    wheels = [read(p) for p in sorted(paths)]
     if not wheels:
         raise SystemExit("merge: no wheels given")
     check_compatible(wheels)

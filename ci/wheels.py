@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.parser
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +71,20 @@ class WheelInfo:
 
 def torch_minor(version: str) -> str:
     return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def unsafe_entries(path: Path) -> list[str]:
+    """Archive entries no wheel of ours may have: absolute or `..` paths, backslashes, symlinks,
+    duplicate names (a zip may hold two entries of one name; which one is unpacked is up to the tool)."""
+    problems, seen = [], set()
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if name.startswith("/") or "\\" in name or ".." in name.split("/") or re.match(r"[A-Za-z]:", name):
+                problems.append(f"unsafe path {name!r}")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                problems.append(f"symlink {name!r}")
+            if name in seen:
+                problems.append(f"duplicate entry {name!r}")
+            seen.add(name)
+    return problems

@@ -69,3 +69,35 @@ def test_size_budget(tmp_path):
 def test_policy_whitelist_comes_from_auditwheel():
     allowed = audit.allowed_libraries("manylinux_2_28_x86_64")
     assert {"libc.so.6", "libstdc++.so.6", "libm.so.6"} <= allowed and "libc10.so" not in allowed
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("evil.pth", "unexpected file evil.pth"),
+    ("torch_segment_ops/_builds/torch_2_13/libextra.so", "unexpected file torch_segment_ops/_builds/torch_2_13/lib"),
+    ("torch_segment_ops/sub/_C.so", "unexpected file torch_segment_ops/sub/_C.so"),
+    ("other_package/__init__.py", "unexpected file other_package/__init__.py"),
+])
+def test_only_what_a_wheel_of_ours_contains(tmp_path, extra, message):
+    wheel = make_wheel(tmp_path, extra={extra: b"x"})
+    assert any(message in p for p in problems(wheel, audit.check_contents)), problems(wheel, audit.check_contents)
+
+
+def test_a_clean_synthetic_wheel_has_nothing_unexpected(tmp_path):
+    assert problems(make_wheel(tmp_path), audit.check_contents) == []
+
+
+def test_a_broken_wheel_is_reported_and_the_next_one_still_audited(tmp_path):
+    import subprocess
+    import sys
+
+    broken = tmp_path / "torch_segment_ops-0.1.0+pt213-cp310-abi3-manylinux_2_28_x86_64.whl"
+    broken.write_bytes(b"not a zip")
+    other = tmp_path / "other"
+    other.mkdir()
+    good = make_wheel(other)
+    proc = subprocess.run([sys.executable, "-m", "ci", "audit", str(broken), str(good)], capture_output=True,
+                          text=True, cwd=audit.matrix.MATRIX.parent.parent,
+                          env={"PATH": "/usr/bin:/bin", "TORCH_SEGMENT_OPS_USE_CURRENT_ENV": "1"})
+    assert "Traceback" not in proc.stderr and proc.returncode == 1
+    assert "not an intact wheel (BadZipFile" in proc.stdout
+    assert f"{good.name}" in proc.stdout  # audited too (it fails only the external gates missing on PATH here)

@@ -54,3 +54,72 @@ def test_refuses_different_package_code(tmp_path):
                    extra={"torch_segment_ops/__init__.py": b"# another commit\n"})
     with pytest.raises(SystemExit, match="differs"):
         merge.merge([a, b], tmp_path / "out")
+
+
+def raw_wheel(path, entries):
+    """A wheel-shaped zip written without WheelFile, so it can hold what WheelFile would refuse."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return path
+
+
+def test_refuses_a_file_that_only_one_input_has(tmp_path):
+    a = per_torch(tmp_path, "2.13")
+    other = tmp_path / "other"
+    other.mkdir()
+    b = make_wheel(other, version="0.1.0+pt214", torch="2.14.1", requires="torch==2.14.*",
+                   extra={"torch_segment_ops/extra.py": b"# only here\n"})
+    with pytest.raises(SystemExit, match="extra.py is in only one of"):
+        merge.merge([a, b], tmp_path / "out")
+
+
+def test_refuses_metadata_that_differs_beyond_version_and_torch(tmp_path):
+    a = per_torch(tmp_path, "2.13")
+    other = tmp_path / "other"
+    other.mkdir()
+    b = make_wheel(other, version="0.1.0+pt214", torch="2.14.1", requires="torch==2.14.*",
+                   headers=["Requires-Dist: evil-package"])
+    with pytest.raises(SystemExit, match="metadata of .* differs"):
+        merge.merge([a, b], tmp_path / "out")
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("../outside.py", "unsafe path '../outside.py'"), ("/abs.py", "unsafe path '/abs.py'"),
+    ("torch_segment_ops\\\\win.py", "unsafe path"), ("LINK", "symlink 'torch_segment_ops/link.py'"),
+    ("DUP", "duplicate entry"),
+])
+def test_refuses_unsafe_or_duplicate_entries(tmp_path, entry, problem):
+    import zipfile
+
+    good = per_torch(tmp_path, "2.13")
+    with zipfile.ZipFile(good) as zf:
+        entries = [(info, zf.read(info)) for info in zf.infolist()]
+    if entry == "LINK":
+        link = zipfile.ZipInfo("torch_segment_ops/link.py")
+        link.external_attr = (0o120777 << 16)
+        entries.append((link, b"/etc/passwd"))
+    elif entry == "DUP":
+        entries.append((zipfile.ZipInfo("torch_segment_ops/__init__.py"), b"# shadow\n"))
+    else:
+        entries.append((zipfile.ZipInfo(entry), b"x = 1\n"))
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = raw_wheel(bad_dir / good.name, entries)
+    with pytest.raises(SystemExit, match=problem.replace("\\\\", "\\\\\\\\")):
+        merge.merge([good, bad], tmp_path / "out")
+
+
+def test_refuses_a_wheel_whose_files_do_not_match_record(tmp_path):
+    import zipfile
+
+    good = per_torch(tmp_path, "2.13")
+    with zipfile.ZipFile(good) as zf:
+        entries = [(info, zf.read(info) if not info.filename.endswith("__init__.py") else b"# tampered\n")
+                   for info in zf.infolist()]
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    with pytest.raises(SystemExit, match="is not an intact wheel"):
+        merge.merge([raw_wheel(bad_dir / good.name, entries)], tmp_path / "out")

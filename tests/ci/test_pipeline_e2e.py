@@ -10,6 +10,7 @@ import pytest
 from wheel.wheelfile import WheelFile
 
 from ci import audit, build, guard, matrix, smoke
+from ci.wheels import WheelInfo
 from tests.ci.conftest import EPOCH
 from tests.old_names import members, old_names
 
@@ -88,3 +89,25 @@ def test_no_old_name_in_any_wheel_and_each_names_our_repository(wheelhouse):
         metadata = next(data for name, data in members(wheel).items() if name.endswith(".dist-info/METADATA"))
         named = {guard.repo_key(url) for url in guard.sources(metadata.decode())}
         assert guard.repo_key(guard.project()[1]) in named, wheel.name
+
+
+def retagged(wheel, tmp_path, platform):
+    """The same wheel claiming another platform tag (file name and WHEEL), RECORD rewritten."""
+    old = next(iter(WheelInfo.read(wheel).tags)).platform
+    out = tmp_path / wheel.name.replace(old, platform)
+    with zipfile.ZipFile(wheel) as src, WheelFile(out, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.endswith("RECORD"):
+                data = src.read(info)
+                dst.writestr(info, data.replace(old.encode(), platform.encode()) if info.filename.endswith("/WHEEL")
+                             else data)
+    return out
+
+
+def test_audit_rejects_a_tag_that_promises_an_older_glibc_or_another_arch(wheelhouse, tmp_path):
+    """Built here against glibc 2.36 (it needs GLIBC_2.32+), the wheel must not claim manylinux_2_28."""
+    (merged,) = wheelhouse.glob("*.whl")
+    old_glibc = audit.check_elf_platform(WheelInfo.read(retagged(merged, tmp_path, "manylinux_2_28_x86_64")))
+    assert old_glibc and all("needs GLIBC_2.3" in p and "promises glibc 2.28" in p for p in old_glibc), old_glibc
+    other_arch = audit.check_elf_platform(WheelInfo.read(retagged(merged, tmp_path, "manylinux_2_34_aarch64")))
+    assert other_arch and all("is EM_X86_64, but the tag says aarch64" in p for p in other_arch), other_arch
