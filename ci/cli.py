@@ -140,11 +140,11 @@ def cmd_verify(args) -> int:
 
 
 def cmd_check_tag(args) -> int:
-    """Fail unless the git tag equals v<package version>."""
+    """Fail unless the git tag equals v<package version> (and, with --on-branch, its commit is on that branch)."""
     from . import release
 
-    release.check_tag(args.tag)
-    print(f"{args.tag} matches the package version")
+    release.check_tag(args.tag, args.on_branch)
+    print(f"{args.tag} matches the package version" + (f" and is on {args.on_branch}" if args.on_branch else ""))
     return 0
 
 
@@ -188,6 +188,15 @@ def cmd_index(args) -> int:
     from . import index
 
     print(index.build_index(Path(args.dist), Path(args.out)))
+    return 0
+
+
+def cmd_lock(args) -> int:
+    """Regenerate the hash-pinned ci/requirements-*.lock files from ci/requirements-*.txt (uv)."""
+    from . import lock
+
+    for path in lock.write():
+        print(path)
     return 0
 
 
@@ -284,7 +293,9 @@ def parser() -> argparse.ArgumentParser:
     sd.add_argument("--out", default="dist")
     sd.add_argument("--no-isolation", action="store_true")
     verb("verify", cmd_verify).add_argument("wheel_dir")
-    verb("check-tag", cmd_check_tag).add_argument("tag")
+    tag = verb("check-tag", cmd_check_tag)
+    tag.add_argument("tag")
+    tag.add_argument("--on-branch", help="also require the checked-out commit to be on this ref (origin/main)")
     guard = verb("release-guard", cmd_release_guard)
     guard.add_argument("--index-url", help="the simple index to publish to (default: the one pip uses here)")
     col = verb("collect", cmd_collect)
@@ -292,6 +303,7 @@ def parser() -> argparse.ArgumentParser:
     col.add_argument("out")
     col.add_argument("--sums", action="store_true")
     verb("lint", cmd_lint)
+    verb("lock", cmd_lock)
     dl = verb("download", cmd_download)
     dl.add_argument("--platform", default="native",
                     help="linux-x86_64, linux-aarch64, macos-arm64, a platform tag, or native (this machine)")

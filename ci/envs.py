@@ -121,7 +121,7 @@ def tools_env(python_version: str, name: str, requirements: list[Path]) -> Env:
 
     def fill(env: Env) -> None:
         for req in requirements:
-            env.pip("install", "-r", str(req))
+            env.pip("install", *(["--require-hashes"] if req.suffix == ".lock" else []), "-r", str(req))
 
     return _create(path, find_python(python_version), spec, fill)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from .envs import ROOT
@@ -16,11 +17,19 @@ def package_version() -> str:
     return re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
 
 
-def check_tag(tag: str) -> None:
+def check_tag(tag: str, on_branch: str | None = None, repo: Path = ROOT) -> None:
+    """The tag names the package version, and (with on_branch) the checked-out commit is on that branch."""
     expected = f"v{package_version()}"
     if tag != expected:
         raise SystemExit(f"tag {tag!r} does not match the package version: expected {expected!r} "
                          "(bump torch_segment_ops/_version.py, commit, then tag)")
+    if on_branch:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        found = subprocess.run(["git", "merge-base", "--is-ancestor", "HEAD", on_branch], cwd=repo,
+                               capture_output=True, text=True)
+        if found.returncode != 0:
+            raise SystemExit(f"tag {tag!r} points at {head[:12] or 'a commit'} which is not on {on_branch}: "
+                             "releases come only from the default branch")
 
 
 def collect(artifacts: Path, out: Path, sums: bool = False) -> list[Path]:

@@ -9,7 +9,8 @@ the job installs. Artifacts pass between jobs through folders named like the
 artifacts. What only GitHub has is replaced by stand-ins, each named in the
 job's log:
 
-- actions/checkout: a copy of the working tree; actions/setup-python: a venv
+- actions/checkout: a clone of this repository's HEAD (what is committed);
+  actions/setup-python: a venv
   of this machine's CPython of that version (a cell whose CPython is not here
   is skipped, with the reason);
 - runners: `ubuntu-latest` is this machine; the cibuildwheel step of a
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from . import build, container, envs, guard, matrix
+from . import container, envs, guard, matrix
 from .envs import ROOT, log
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -246,11 +247,10 @@ def run_step(replay: Replay, step: dict, context: dict, state: dict, job_dir: Pa
 
 def clean_environ() -> dict:
     keep = ("PATH", "HOME", "LANG", "TMPDIR", "PIP_CERT", "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT",
-            "PIP_DISABLE_PIP_VERSION_CHECK", "SOURCE_DATE_EPOCH")
+            "PIP_DISABLE_PIP_VERSION_CHECK")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if not p.startswith(str(envs.cache_dir())))  # not the dev env
-    env.setdefault("SOURCE_DATE_EPOCH", build.source_date_epoch())  # checkout has full history in CI
     return env
 
 
@@ -259,8 +259,8 @@ def clean_environ() -> dict:
 def use_action(replay: Replay, step: dict, context: dict, state: dict, job_dir: Path) -> list[str]:
     action = step["uses"].split("@")[0]
     args = {k: evaluate(v, context) for k, v in step.get("with", {}).items()}
-    if action == "actions/checkout":
-        shutil.copytree(ROOT, job_dir / "src", ignore=build.IGNORED)
+    if action == "actions/checkout":  # this repository's HEAD, with its branches as origin/*
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(job_dir / "src")], check=True)
         state["cwd"] = job_dir / "src"
     elif action == "actions/setup-python":
         version = str(args["python-version"])
@@ -397,8 +397,10 @@ def run(workflow: str, workdir: Path) -> str:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     tag = f"v{package_version()}"
+    branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     github = {"repository": repository(), "ref_name": tag, "ref": f"refs/tags/{tag}", "token": "replay",
-              "event_name": "push"}
+              "event_name": "push", "event": {"repository": {"default_branch": branch}}}
     replay = Replay(workdir, github)
     ensure_gh_stand_in(workdir)
     lane = container.missing()

@@ -17,7 +17,7 @@ WORKFLOW_PYTHON = "3.12"  # the sdist job's setup-python (checked against wheels
 @pytest.fixture(scope="module")
 def job_env():
     """A clean env holding only what the sdist job installs: no torch."""
-    return envs.tools_env(WORKFLOW_PYTHON, "sdist-job", [build.ROOT / "ci" / "requirements-pipeline.txt"])
+    return envs.tools_env(WORKFLOW_PYTHON, "sdist-job", [build.ROOT / "ci" / "requirements-pipeline.lock"])
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def test_the_workflow_builds_the_sdist_as_this_test_does():
     job = build.ROOT.joinpath(".github", "workflows", "wheels.yml").read_text().split("\n  sdist:\n")[1]
     job = job.split("\n\n")[0]
     assert f'python-version: "{WORKFLOW_PYTHON}"' in job
-    assert "pip install -r ci/requirements-pipeline.txt" in job and "python -m ci sdist --out sdist" in job
+    assert "pip install --require-hashes -r ci/requirements-pipeline.lock" in job
+    assert "python -m ci sdist --out sdist" in job
 
 
 def test_sdist_metadata_is_not_tied_to_a_torch(sdist):

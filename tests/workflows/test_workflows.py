@@ -1,6 +1,6 @@
-"""The workflows cannot run here: lint them, check their structure and
-security conventions, and check they agree with ci/matrix.toml and with
-what cibuildwheel resolves."""
+"""Lint the workflows, check their structure and security conventions, and
+check they agree with ci/matrix.toml and with what cibuildwheel resolves
+(tests/ci/test_replay.py runs them)."""
 
 import json
 import os
@@ -37,6 +37,42 @@ def test_linters_report_nothing(tool):
     (cmd,) = [c for c in lint.commands() if c[0] == tool]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_runs_shellcheck_on_the_run_scripts(tmp_path):
+    """A run: script with a shell bug must fail actionlint (it would pass silently without shellcheck)."""
+    (cmd,) = [c for c in lint.commands() if c[0] == "actionlint"]
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: rm -rf $UNSET_DIR/*\n")
+    result = subprocess.run([*cmd[:2], str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0 and "shellcheck" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_release_is_gated_serialised_and_from_the_default_branch():
+    release = WORKFLOWS["release.yml"]
+    assert release["concurrency"] == {"group": "release", "cancel-in-progress": False}
+    assert release["jobs"]["github-release"]["environment"] == "release"
+    assert release["jobs"]["pypi"]["environment"] == "pypi"
+    check = release["jobs"]["check-tag"]
+    runs = [s.get("run", "") for s in check["steps"]]
+    assert 'python -m ci check-tag "$TAG" --on-branch "origin/$DEFAULT_BRANCH"' in runs
+    assert check["steps"][0]["with"]["fetch-depth"] == 0
+
+
+def test_jobs_that_produce_or_publish_wheels_install_only_hash_pinned_locks():
+    installs = [(name, job_id, s["run"]) for name, job_id, s in steps() if "pip install" in s.get("run", "")]
+    for name, job_id, run in installs:
+        if (name, job_id) in {("ci.yml", "lint"), ("ci.yml", "test")}:
+            continue  # they produce no release artifact
+        assert "--require-hashes -r ci/requirements-" in run and run.endswith(".lock"), (name, job_id, run)
+    assert "--require-hashes -r ci/requirements-build.lock" in CIBW["before-build"]
+
+
+def test_the_locks_are_what_their_requirements_resolve_to():
+    from ci import lock
+
+    assert lock.stale() == [], "regenerate them with `python -m ci lock`"
 
 
 def test_every_action_is_pinned_to_a_commit_with_a_version_comment():
@@ -89,7 +125,7 @@ def test_release_guard_runs_first_and_right_before_the_upload():
     guard = next(i for i, r in enumerate(pypi) if r.startswith("python -m ci release-guard"))
     upload = next(i for i, r in enumerate(pypi) if r.startswith("pypa/gh-action-pypi-publish"))
     assert guard < upload
-    assert "python -m pip install -r ci/requirements-release.txt" in pypi[:guard]
+    assert "python -m pip install --require-hashes -r ci/requirements-release.lock" in pypi[:guard]
 
 
 def test_no_expressions_inside_run_scripts():

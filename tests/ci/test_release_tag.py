@@ -1,0 +1,46 @@
+"""check-tag: the tag names the package version and its commit is on the default branch."""
+
+import subprocess
+
+import pytest
+
+from ci import release
+
+VERSION = release.package_version()
+
+
+def git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """main with two commits, and a side branch with one more; a clone of it, as actions/checkout makes."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    for n in (1, 2):
+        git(origin, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", f"c{n}")
+    git(origin, "checkout", "-q", "-b", "side")
+    git(origin, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "side")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    return clone
+
+
+def test_a_tag_on_the_default_branch_passes(repo):
+    git(repo, "checkout", "-q", "origin/main")
+    release.check_tag(f"v{VERSION}", "origin/main", repo)
+    git(repo, "checkout", "-q", "origin/main~1")  # an older commit of main is on it too
+    release.check_tag(f"v{VERSION}", "origin/main", repo)
+
+
+def test_a_tag_off_the_default_branch_is_refused(repo):
+    git(repo, "checkout", "-q", "origin/side")
+    with pytest.raises(SystemExit, match="is not on origin/main: releases come only from the default branch"):
+        release.check_tag(f"v{VERSION}", "origin/main", repo)
+
+
+def test_a_tag_that_is_not_the_version_is_refused(repo):
+    with pytest.raises(SystemExit, match="does not match the package version"):
+        release.check_tag("v9.9.9", "origin/main", repo)
