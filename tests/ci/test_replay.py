@@ -104,9 +104,9 @@ def test_the_release_workflow_replayed_ends_with_our_wheel_installed_from_the_in
     text = replay.run("release.yml", tmp_path)
     log = {e["job"]: e for e in json.loads((tmp_path / "replay.json").read_text())}
     passed = {job for job, e in log.items() if e["status"] == "passed"}
-    assert {"check-tag", "wheels/matrix", "wheels/sdist", "build wheels-manylinux_2_28_x86_64-torch2.13",
-            "merge wheels-manylinux_2_28_x86_64", "verify linux-x86_64 py3.11 torch2.13", "github-release",
-            "pypi"} <= passed
+    assert {"check tag", "matrix", "sdist", "build wheels-manylinux_2_28_x86_64-torch2.13",
+            "merge wheels-manylinux_2_28_x86_64", "verify linux-x86_64 py3.11 torch2.13", "GitHub release",
+            "PyPI"} <= passed
     assert all(e["note"] for e in log.values() if e["status"] == "skipped")  # every skip says why
     assets = sorted(p.name for p in (tmp_path / "releases" / f"v{package_version()}").iterdir())
     assert assets == ["SHA256SUMS", f"torch_segment_ops-{package_version()}-cp310-abi3-manylinux_2_34_x86_64.whl",
