@@ -24,9 +24,13 @@ IGNORED = shutil.ignore_patterns(
 )
 
 
+def torch_base(python: str, torch_pin: str) -> envs.Env:
+    """The cached env holding torch_pin for python (from local disk, or the registry when not there)."""
+    return envs.base_env(python, torch_pin, matrix.from_registry(python, torch_pin))
+
+
 def build_env(python: str, torch_pin: str) -> envs.Env:
-    base = envs.base_env(python, torch_pin, matrix.from_registry(python, torch_pin))
-    return envs.overlay_env(base, "build", [ROOT / "ci" / "requirements-build.txt"])
+    return envs.overlay_env(torch_base(python, torch_pin), "build", [ROOT / "ci" / "requirements-build.txt"])
 
 
 def source_date_epoch() -> str:

@@ -89,7 +89,7 @@ def fetch(url: str, accept: str | None = None, auth: bool = False, limit: int | 
         with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=60) as response:
             content_type = response.headers.get("Content-Type", "")
             body = bytearray()
-            while chunk := response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK):
+            while chunk := response.read1(CHUNK):  # what has arrived: the deadline is checked as bytes drip
                 body += chunk
                 if len(body) > limit:
                     raise DownloadError(f"download: {url} sent more than {limit} bytes; stopped")

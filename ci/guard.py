@@ -28,7 +28,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from .download import DownloadError, fetch, index_files
+from .download import DownloadError, fetch, index_files, wheel_metadata
 from .envs import ROOT
 from .release import package_version
 
@@ -85,13 +85,11 @@ def read_metadata(file: dict) -> str:
     data = fetch(file["url"], limit=ARCHIVE_LIMIT)[0]
     try:
         if file["filename"].endswith(".whl"):
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                names = [n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
-                return zf.read(names[0]).decode("utf-8", "replace") if len(names) == 1 else ""
+            return wheel_metadata(data)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             member = next((m for m in tar.getmembers() if re.fullmatch(r"[^/]+/PKG-INFO", m.name) and m.isfile()), None)
             return tar.extractfile(member).read(METADATA_LIMIT).decode("utf-8", "replace") if member else ""
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError):
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError):  # unreadable: names nothing
         return ""
 
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import audit, build, envs, matrix, merge, repair, report, smoke
+from . import audit, build, matrix, merge, repair, report, smoke
 from .envs import ROOT
 from .wheels import WheelInfo
 
@@ -80,33 +80,32 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: 
         return run_aarch64(out, minors or local["aarch64_torch"])
     if arch == "macos-arm64":
         return run_macos(out, minors or local["macos_torch"])
-    python = local["python"]
-    return pipeline(
-        out, [matrix.torch(m) for m in minors or local["torch"]],
-        build=lambda t, dist: build.build(t.minor, dist, python),
-        lib_dir=lambda t: envs.base_env(python, t.pin).site_packages / "torch" / "lib",
-        smoke_cells=[(f"smoke cp{python} torch {t.pin}", lambda w, t=t: smoked(w, python, t.pin), python, t.minor)
-                     for t in map(matrix.torch, minors or local["torch"])],
-        lane=("native", "linux-x86_64", report.NATIVE),
-        note="Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 container "
-             "and reaches manylinux_2_28.",
-    )
+    torches = [matrix.torch(m) for m in minors or local["torch"]]
+    return run_native(out, torches, [(local["python"], t) for t in torches], "native",
+                      "Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 "
+                      "container and reaches manylinux_2_28.")
 
 
 def run_matrix(out: Path) -> str:
-    """Every declared torch built on [local] python into one final wheel, which is then smoke-tested
-    in every cell of matrix.local_matrix_cells() (torch not on disk comes from the registry)."""
+    """Every declared torch built into one final wheel, smoke-tested in every cell of
+    matrix.local_matrix_cells() (torch not on disk comes from the registry)."""
+    return run_native(out, matrix.torches(), matrix.local_matrix_cells(), "native-matrix",
+                      "Reached {tag} on this machine; every cell above ran natively here (CUDA builds of torch "
+                      "from the registry run on the CPU).")
+
+
+def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, matrix.Torch]], lane: str,
+               note: str) -> str:
+    """Build each torch on [local] python here, then smoke-test the final wheel in each (CPython, torch) cell."""
     python = matrix.load()["local"]["python"]
     return pipeline(
-        out, matrix.torches(),
+        out, torches,
         build=lambda t, dist: build.build(t.minor, dist, python),
-        lib_dir=lambda t: (envs.base_env(python, t.pin, matrix.from_registry(python, t.pin)).site_packages
-                           / "torch" / "lib"),
+        lib_dir=lambda t: build.torch_base(python, t.pin).site_packages / "torch" / "lib",
         smoke_cells=[(f"smoke cp{py} torch {t.pin}", lambda w, py=py, t=t: smoked(w, py, t.pin), py, t.minor)
-                     for py, t in matrix.local_matrix_cells()],
-        lane=("native-matrix", "linux-x86_64", report.NATIVE),
-        note="Reached {tag} on this machine; every cell above ran natively here (CUDA builds of torch from "
-             "the registry run on the CPU).",
+                     for py, t in cells],
+        lane=(lane, "linux-x86_64", report.NATIVE),
+        note=note,
     )
 
 

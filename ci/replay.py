@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from . import container, envs, guard, matrix
+from . import container, envs, guard, index, matrix
 from .envs import ROOT, log
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -279,7 +279,7 @@ def use_action(replay: Replay, step: dict, context: dict, state: dict, job_dir: 
     elif action == "actions/attest":
         subjects = sorted(state["cwd"].glob(args["subject-path"]))
         (job_dir / "attestations.json").write_text(json.dumps(
-            {p.name: guard_sha256(p) for p in subjects}, indent=1))
+            {p.name: index.sha256(p.read_bytes()) for p in subjects}, indent=1))
         return [f"attest: {len(subjects)} subjects hashed, not signed (GitHub only)"]
     elif action == "pypa/gh-action-pypi-publish":
         publish(replay, state["cwd"] / args.get("packages-dir", "dist"))
@@ -287,12 +287,6 @@ def use_action(replay: Replay, step: dict, context: dict, state: dict, job_dir: 
     else:
         raise ReplayError(f"replay: no stand-in for the action {action}")
     return []
-
-
-def guard_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def download_artifacts(replay: Replay, args: dict, cwd: Path) -> None:

@@ -24,7 +24,7 @@ CHECK = Path(__file__).with_name("smoke_check.py")
 
 @contextlib.contextmanager
 def wheel_env(wheel: Path, python: str, torch_pin: str, registry: bool = False) -> Iterator[envs.Env]:
-    """A throwaway env with the wheel installed over the cached torch."""
+    """A throwaway env with the wheel installed over the cached torch (registry: see envs.base_env)."""
     base = envs.base_env(python, torch_pin, registry)
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-smoke-") as tmp:
         env = envs.overlay_env(base, "smoke", path=Path(tmp) / "env")

@@ -1,3 +1,5 @@
+import zipfile
+
 import pytest
 
 from ci import audit, merge
@@ -5,11 +7,12 @@ from ci.wheels import WheelInfo
 from tests.ci.wheel_factory import make_wheel
 
 
-def per_torch(tmp_path, minor, patch="0"):
+def per_torch(tmp_path, minor, patch="0", **changes):
     folder = tmp_path / minor
     folder.mkdir()
     label = "pt" + minor.replace(".", "")
-    return make_wheel(folder, version=f"0.1.0+{label}", torch=f"{minor}.{patch}", requires=f"torch=={minor}.*")
+    return make_wheel(folder, version=f"0.1.0+{label}", torch=f"{minor}.{patch}", requires=f"torch=={minor}.*",
+                      **changes)
 
 
 def test_merge_layout_version_and_requirement(tmp_path):
@@ -48,18 +51,13 @@ def test_refuses_mismatched_inputs(tmp_path):
 
 def test_refuses_different_package_code(tmp_path):
     a = per_torch(tmp_path, "2.13")
-    other = tmp_path / "other"
-    other.mkdir()
-    b = make_wheel(other, version="0.1.0+pt214", torch="2.14.1", requires="torch==2.14.*",
-                   extra={"torch_segment_ops/__init__.py": b"# another commit\n"})
+    b = per_torch(tmp_path, "2.14", "1", extra={"torch_segment_ops/__init__.py": b"# another commit\n"})
     with pytest.raises(SystemExit, match="differs"):
         merge.merge([a, b], tmp_path / "out")
 
 
 def raw_wheel(path, entries):
     """A wheel-shaped zip written without WheelFile, so it can hold what WheelFile would refuse."""
-    import zipfile
-
     with zipfile.ZipFile(path, "w") as zf:
         for info, data in entries:
             zf.writestr(info, data)
@@ -68,20 +66,14 @@ def raw_wheel(path, entries):
 
 def test_refuses_a_file_that_only_one_input_has(tmp_path):
     a = per_torch(tmp_path, "2.13")
-    other = tmp_path / "other"
-    other.mkdir()
-    b = make_wheel(other, version="0.1.0+pt214", torch="2.14.1", requires="torch==2.14.*",
-                   extra={"torch_segment_ops/extra.py": b"# only here\n"})
+    b = per_torch(tmp_path, "2.14", "1", extra={"torch_segment_ops/extra.py": b"# only here\n"})
     with pytest.raises(SystemExit, match="extra.py is in only one of"):
         merge.merge([a, b], tmp_path / "out")
 
 
 def test_refuses_metadata_that_differs_beyond_version_and_torch(tmp_path):
     a = per_torch(tmp_path, "2.13")
-    other = tmp_path / "other"
-    other.mkdir()
-    b = make_wheel(other, version="0.1.0+pt214", torch="2.14.1", requires="torch==2.14.*",
-                   headers=["Requires-Dist: evil-package"])
+    b = per_torch(tmp_path, "2.14", "1", headers=["Requires-Dist: evil-package"])
     with pytest.raises(SystemExit, match="metadata of .* differs"):
         merge.merge([a, b], tmp_path / "out")
 
@@ -92,8 +84,6 @@ def test_refuses_metadata_that_differs_beyond_version_and_torch(tmp_path):
     ("DUP", "duplicate entry"),
 ])
 def test_refuses_unsafe_or_duplicate_entries(tmp_path, entry, problem):
-    import zipfile
-
     good = per_torch(tmp_path, "2.13")
     with zipfile.ZipFile(good) as zf:
         entries = [(info, zf.read(info)) for info in zf.infolist()]
@@ -113,8 +103,6 @@ def test_refuses_unsafe_or_duplicate_entries(tmp_path, entry, problem):
 
 
 def test_refuses_a_wheel_whose_files_do_not_match_record(tmp_path):
-    import zipfile
-
     good = per_torch(tmp_path, "2.13")
     with zipfile.ZipFile(good) as zf:
         entries = [(info, zf.read(info) if not info.filename.endswith("__init__.py") else b"# tampered\n")
