@@ -1,30 +1,28 @@
 // gather_csr: broadcast row s of src to every row of segment s.
 #include "segment.h"
 
-
 namespace torch_segment_ops {
 namespace {
 
-at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::optional<int64_t> size) {
+Tensor gather_csr_cpu(const Tensor& src, const Tensor& indptr, std::optional<int64_t> size) {
   check_src("gather_csr", src, "src");
-  const at::Tensor ptr = check_indptr("gather_csr", indptr, size);
+  const Tensor ptr = check_indptr("gather_csr", indptr, size);
   const int64_t N = ptr.numel() - 1, F = row_size(src);
-  TORCH_CHECK_VALUE(src.size(0) == N, "gather_csr(): expected `src` to have one row per segment (",
-                    N, " = indptr.numel() - 1), got ", src.size(0), " rows");
-  const at::Tensor x = src.contiguous();
-  const int64_t E = ptr.const_data_ptr<int64_t>()[N];
-  auto sizes = src.sizes().vec();
-  sizes[0] = E;
-  at::Tensor out = at::empty(sizes, src.options());
+  STD_TORCH_CHECK(src.size(0) == N, "gather_csr(): expected `src` to have one row per segment (", N,
+                  " = indptr.numel() - 1), got ", src.size(0), " rows");
+  const Tensor x = torch::stable::contiguous(src);
+  const int64_t* p = ptr.const_data_ptr<int64_t>();
+  const int64_t E = p[N];
+  Tensor out = torch::stable::new_empty(src, with_rows(src, E));
   if (E == 0 || F == 0) return out;
 
-  const int64_t* p = ptr.const_data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gather_csr", [&] {
+  dispatch_floating("gather_csr", x.scalar_type(), [&](auto tag) {
+    using scalar_t = typename decltype(tag)::type;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
     // Parallel over output rows, so segment sizes do not matter; within a
     // chunk, walk the segments and fill each one's rows with its source row.
-    at::parallel_for(0, E, std::max<int64_t>(1, (1 << 15) / F), [&](int64_t r0, int64_t r1) {
+    torch::stable::parallel_for(0, E, std::max<int64_t>(1, (1 << 15) / F), [&](int64_t r0, int64_t r1) {
       int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
       for (int64_t r = r0; r < r1; ++s) {
         const int64_t end = std::min<int64_t>(p[s + 1], r1);
@@ -46,13 +44,12 @@ at::Tensor gather_csr_cpu(const at::Tensor& src, const at::Tensor& indptr, std::
 }
 
 }  // namespace
-
 }  // namespace torch_segment_ops
 
-TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
+STABLE_TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
   m.def("gather_csr(Tensor src, Tensor indptr, SymInt? size=None) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
-  m.impl("gather_csr", &torch_segment_ops::gather_csr_cpu);
+STABLE_TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
+  m.impl("gather_csr", TORCH_BOX(&torch_segment_ops::gather_csr_cpu));
 }

@@ -1,11 +1,16 @@
-// Shared helpers for the CSR segment ops: argument checks and a
-// load-balanced segmented reduction over rows.
+// Shared helpers for the CSR segment ops: argument checks, dtype dispatch and
+// a load-balanced segmented reduction over rows. Only LibTorch's stable ABI is
+// used (torch/csrc/stable, torch/headeronly): one build loads on every torch
+// from the floor it targets (TORCH_TARGET_VERSION, set by setup.py) up.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/BFloat16.h>
+#include <torch/headeronly/util/Exception.h>
+#include <torch/headeronly/util/Half.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,58 +20,105 @@
 #include <optional>
 #include <vector>
 
-// Vectorise the following loop (OpenMP SIMD; a no-op without OpenMP). A
-// macro, because #pragma cannot appear inside AT_DISPATCH's lambda argument.
+// Vectorise the following loop (`-fopenmp-simd`: the pragma only, no OpenMP
+// runtime). A macro, because #pragma cannot appear inside a macro argument.
 #define TORCH_SEGMENT_OPS_SIMD _Pragma("omp simd")
 
 namespace torch_segment_ops {
 
-// Floating dtypes we claim; half types are accumulated in float.
-inline void check_src(const char* op, const at::Tensor& src, const char* name) {
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+// The type a value of scalar_t is accumulated in (at::opmath_type's rule).
+template <typename T>
+struct AccType {
+  using type = T;
+};
+template <>
+struct AccType<torch::headeronly::Half> {
+  using type = float;
+};
+template <>
+struct AccType<torch::headeronly::BFloat16> {
+  using type = float;
+};
+template <typename T>
+using acc_type = typename AccType<T>::type;
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls body(TypeTag<scalar_t>{}) for the floating dtypes we claim (a function,
+// not a dispatch macro: the kernels' lambdas contain commas).
+template <typename Body>
+void dispatch_floating(const char* op, ScalarType t, const Body& body) {
+  switch (t) {
+    case ScalarType::Float: return body(TypeTag<float>{});
+    case ScalarType::Double: return body(TypeTag<double>{});
+    case ScalarType::Half: return body(TypeTag<torch::headeronly::Half>{});
+    case ScalarType::BFloat16: return body(TypeTag<torch::headeronly::BFloat16>{});
+    default: STD_TORCH_CHECK(false, op, "(): unsupported dtype ", torch::headeronly::toString(t));
+  }
+}
+
+// Checks the public wrappers (torch_segment_ops/ops.py) already made, with the
+// same messages, for callers of the raw torch.ops op; these raise RuntimeError.
+inline void check_src(const char* op, const Tensor& src, const char* name) {
   const auto t = src.scalar_type();
-  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
-                   op, "(): expected `", name,
-                   "` to be float32, float64, bfloat16 or float16, got ", src.scalar_type());
-  TORCH_CHECK_VALUE(src.device().is_cpu(), op, "(): expected `", name,
-                    "` on the CPU, got device ", src.device());
-  TORCH_CHECK_VALUE(src.dim() >= 1, op, "(): expected `", name,
-                    "` to have at least 1 dimension (rows along dim 0), got a 0-d tensor");
+  STD_TORCH_CHECK(t == ScalarType::Float || t == ScalarType::Double || t == ScalarType::BFloat16 ||
+                      t == ScalarType::Half,
+                  op, "(): expected `", name, "` to be float32, float64, bfloat16 or float16, got ",
+                  torch::headeronly::toString(t));
+  STD_TORCH_CHECK(src.is_cpu(), op, "(): expected `", name, "` on the CPU");
+  STD_TORCH_CHECK(src.dim() >= 1, op, "(): expected `", name,
+                  "` to have at least 1 dimension (rows along dim 0), got a 0-d tensor");
 }
 
 // Checks that `indptr` is a valid CSR offset vector over `num_rows` rows:
 // 1-D int32/int64 on the CPU, starts at 0, non-decreasing, ends at num_rows
 // (when given). Returns it as contiguous int64 (int32 input is converted once,
-// which costs O(N) and halves the number of kernel instantiations).
-inline at::Tensor check_indptr(const char* op, const at::Tensor& indptr,
-                               std::optional<int64_t> num_rows) {
-  TORCH_CHECK_TYPE(indptr.scalar_type() == at::kLong || indptr.scalar_type() == at::kInt,
-                   op, "(): expected `indptr` to be int64 or int32, got ", indptr.scalar_type());
-  TORCH_CHECK_VALUE(indptr.device().is_cpu(), op,
-                    "(): expected `indptr` on the CPU, got device ", indptr.device());
-  TORCH_CHECK_VALUE(indptr.dim() == 1, op, "(): expected `indptr` to be 1-D, got ",
-                    indptr.dim(), "-D with shape ", indptr.sizes());
-  TORCH_CHECK_VALUE(indptr.numel() >= 1, op,
-                    "(): expected `indptr` to have at least one element (indptr[0] == 0)");
-  at::Tensor ptr = indptr.to(at::kLong).contiguous();
+// which costs O(N) and halves the number of kernel instantiations). The value
+// checks are the only ones the Python wrappers cannot make without reading
+// the data; their messages start with "<op>(): expected `indptr" so that the
+// wrappers can re-raise them as ValueError.
+inline Tensor check_indptr(const char* op, const Tensor& indptr, std::optional<int64_t> num_rows) {
+  const auto t = indptr.scalar_type();
+  STD_TORCH_CHECK(t == ScalarType::Long || t == ScalarType::Int, op,
+                  "(): expected `indptr` to be int64 or int32, got ", torch::headeronly::toString(t));
+  STD_TORCH_CHECK(indptr.is_cpu(), op, "(): expected `indptr` on the CPU");
+  STD_TORCH_CHECK(indptr.dim() == 1, op, "(): expected `indptr` to be 1-D, got ", indptr.dim(), "-D");
+  STD_TORCH_CHECK(indptr.numel() >= 1, op,
+                  "(): expected `indptr` to have at least one element (indptr[0] == 0)");
+  const Tensor ptr = torch::stable::contiguous(t == ScalarType::Long ? indptr : torch::stable::to(indptr, ScalarType::Long));
   const int64_t* p = ptr.const_data_ptr<int64_t>();
   const int64_t n = ptr.numel();
-  TORCH_CHECK_VALUE(p[0] == 0, op, "(): expected `indptr[0] == 0`, got ", p[0]);
+  STD_TORCH_CHECK(p[0] == 0, op, "(): expected `indptr[0] == 0`, got ", p[0]);
   for (int64_t i = 1; i < n; ++i) {
-    TORCH_CHECK_VALUE(p[i] >= 0, op, "(): expected `indptr` to be non-negative, got indptr[", i, "] = ", p[i]);
-    TORCH_CHECK_VALUE(p[i] >= p[i - 1], op, "(): expected `indptr` to be non-decreasing, got indptr[", i - 1,
-                      "] = ", p[i - 1], " > indptr[", i, "] = ", p[i]);
+    STD_TORCH_CHECK(p[i] >= 0, op, "(): expected `indptr` to be non-negative, got indptr[", i, "] = ", p[i]);
+    STD_TORCH_CHECK(p[i] >= p[i - 1], op, "(): expected `indptr` to be non-decreasing, got indptr[", i - 1,
+                    "] = ", p[i - 1], " > indptr[", i, "] = ", p[i]);
   }
-  TORCH_CHECK_VALUE(!num_rows || p[n - 1] == *num_rows, op,
-                    "(): expected `indptr[-1]` to equal the number of rows (", num_rows.value_or(-1),
-                    "), got ", p[n - 1]);
+  STD_TORCH_CHECK(!num_rows || p[n - 1] == *num_rows, op,
+                  "(): expected `indptr[-1]` to equal the number of rows (", num_rows.value_or(-1), "), got ",
+                  p[n - 1]);
   return ptr;
 }
 
 // Product of all dims after the first: the length of one row.
-inline int64_t row_size(const at::Tensor& t) {
+inline int64_t row_size(const Tensor& t) {
   int64_t f = 1;
   for (int64_t d = 1; d < t.dim(); ++d) f *= t.size(d);
   return f;
+}
+
+// t's sizes with dim 0 replaced by rows.
+inline std::vector<int64_t> with_rows(const Tensor& t, int64_t rows) {
+  const auto sizes = t.sizes();
+  std::vector<int64_t> out(sizes.begin(), sizes.end());
+  out[0] = rows;
+  return out;
 }
 
 // Number of chunks the rows are split into: enough work per chunk to hide the
@@ -74,7 +126,7 @@ inline int64_t row_size(const at::Tensor& t) {
 inline int64_t num_chunks(int64_t rows, int64_t row_len) {
   constexpr int64_t kWorkPerChunk = 1 << 15;
   const int64_t work = rows * std::max<int64_t>(row_len, 1);
-  const int64_t max_chunks = std::max<int64_t>(1, 4 * at::get_num_threads());
+  const int64_t max_chunks = std::max<int64_t>(1, 4 * int64_t(torch::stable::get_num_threads()));
   const int64_t chunks = std::clamp<int64_t>(work / kWorkPerChunk, 1, std::min(max_chunks, std::max<int64_t>(rows, 1)));
   return std::max(chunks, rows / (int64_t(1) << 30) + 1);  // < 2^30 rows each (see reduce_rows)
 }
@@ -147,7 +199,7 @@ void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, 
     }
   };
 
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+  torch::stable::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     std::vector<acc_t> acc(F);
     std::vector<int64_t> arg(F);
     std::vector<int32_t> off(F);

@@ -1,41 +1,42 @@
 // segment_reduce: sum / mean / min / max of the rows of each CSR segment.
 #include "segment.h"
 
-#include <ATen/OpMathType.h>
+#include <string_view>
+#include <tuple>
 
 namespace torch_segment_ops {
 namespace {
 
 enum class Reduce { Sum, Mean, Min, Max };
 
-Reduce parse_reduce(c10::string_view name) {
+Reduce parse_reduce(std::string_view name) {
   if (name == "sum") return Reduce::Sum;
   if (name == "mean") return Reduce::Mean;
   if (name == "min") return Reduce::Min;
-  if (name == "max") return Reduce::Max;
-  TORCH_CHECK_VALUE(false, "segment_reduce(): expected `reduce` to be one of 'sum', 'mean', "
-                           "'min', 'max', got '", std::string(name), "'");
+  STD_TORCH_CHECK(name == "max", "segment_reduce(): expected `reduce` to be one of 'sum', 'mean', 'min', 'max', got '",
+                  std::string(name), "'");
+  return Reduce::Max;
 }
 
 // Returns (out, arg). For min/max with return_arg, arg holds the first row
 // reaching the extreme (src.size(0) for empty segments), which backward
 // needs; otherwise it is empty (finding it costs time forward-only calls
 // need not pay).
-std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, const at::Tensor& indptr,
-                                                      c10::string_view reduce, bool return_arg) {
+std::tuple<Tensor, Tensor> segment_reduce_cpu(const Tensor& src, const Tensor& indptr, std::string_view reduce,
+                                              bool return_arg) {
   check_src("segment_reduce", src, "src");
   const Reduce op = parse_reduce(reduce);
-  const at::Tensor ptr = check_indptr("segment_reduce", indptr, src.size(0));
+  const Tensor ptr = check_indptr("segment_reduce", indptr, src.size(0));
   const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
-  const at::Tensor x = src.contiguous();
-  auto sizes = src.sizes().vec();
-  sizes[0] = N;
-  at::Tensor out = at::empty(sizes, src.options());
+  const Tensor x = torch::stable::contiguous(src);
+  const auto sizes = with_rows(src, N);
+  Tensor out = torch::stable::new_empty(src, sizes);
   const bool has_arg = return_arg && (op == Reduce::Min || op == Reduce::Max);
-  at::Tensor arg = at::empty(has_arg ? sizes : std::vector<int64_t>{0}, src.options().dtype(at::kLong));
+  Tensor arg = torch::stable::new_empty(src, has_arg ? sizes : std::vector<int64_t>{0}, ScalarType::Long);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_reduce", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  dispatch_floating("segment_reduce", x.scalar_type(), [&](auto tag) {
+    using scalar_t = typename decltype(tag)::type;
+    using acc_t = acc_type<scalar_t>;
     const int64_t* p = ptr.const_data_ptr<int64_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
@@ -68,13 +69,12 @@ std::tuple<at::Tensor, at::Tensor> segment_reduce_cpu(const at::Tensor& src, con
 }
 
 }  // namespace
-
 }  // namespace torch_segment_ops
 
-TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
+STABLE_TORCH_LIBRARY(torch_segment_ops, m) {
   m.def("segment_reduce(Tensor src, Tensor indptr, str reduce=\"sum\", bool return_arg=True) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
-  m.impl("segment_reduce", &torch_segment_ops::segment_reduce_cpu);
+STABLE_TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
+  m.impl("segment_reduce", TORCH_BOX(&torch_segment_ops::segment_reduce_cpu));
 }

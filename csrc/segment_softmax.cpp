@@ -2,23 +2,20 @@
 // shifted by the segment max for numerical stability.
 #include "segment.h"
 
-#include <ATen/OpMathType.h>
-
-#include <cmath>
-
 namespace torch_segment_ops {
 namespace {
 
-at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) {
+Tensor segment_softmax_cpu(const Tensor& src, const Tensor& indptr) {
   check_src("segment_softmax", src, "src");
-  const at::Tensor ptr = check_indptr("segment_softmax", indptr, src.size(0));
+  const Tensor ptr = check_indptr("segment_softmax", indptr, src.size(0));
   const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
-  const at::Tensor x = src.contiguous();
-  at::Tensor out = at::empty_like(x);
+  const Tensor x = torch::stable::contiguous(src);
+  Tensor out = torch::stable::new_empty(x, with_rows(x, E));
   if (E == 0 || F == 0) return out;
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+  dispatch_floating("segment_softmax", x.scalar_type(), [&](auto tag) {
+    using scalar_t = typename decltype(tag)::type;
+    using acc_t = acc_type<scalar_t>;
     const int64_t* p = ptr.const_data_ptr<int64_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
@@ -39,11 +36,11 @@ at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& indptr) 
     };
     reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load_exp, store_inv_sum);
 
-    at::parallel_for(0, E, std::max<int64_t>(1, (1 << 14) / F), [&](int64_t r0, int64_t r1) {
+    torch::stable::parallel_for(0, E, std::max<int64_t>(1, (1 << 14) / F), [&](int64_t r0, int64_t r1) {
       int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
       for (int64_t r = r0; r < r1; ++r) {
         while (p[s + 1] <= r) ++s;
-TORCH_SEGMENT_OPS_SIMD
+        TORCH_SEGMENT_OPS_SIMD
         for (int64_t f = 0; f < F; ++f) {
           const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
           yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
@@ -55,13 +52,12 @@ TORCH_SEGMENT_OPS_SIMD
 }
 
 }  // namespace
-
 }  // namespace torch_segment_ops
 
-TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
+STABLE_TORCH_LIBRARY_FRAGMENT(torch_segment_ops, m) {
   m.def("segment_softmax(Tensor src, Tensor indptr) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
-  m.impl("segment_softmax", &torch_segment_ops::segment_softmax_cpu);
+STABLE_TORCH_LIBRARY_IMPL(torch_segment_ops, CPU, m) {
+  m.impl("segment_softmax", TORCH_BOX(&torch_segment_ops::segment_softmax_cpu));
 }

@@ -22,10 +22,12 @@ def segment_reduce(src: Tensor, indptr: Tensor, reduce: str = "sum") -> Tensor:
     ``"mean"``, ``"min"``, ``"max"``. Empty segments give 0 for every reduction.
     The gradient of ``min``/``max`` flows to the first row reaching the extreme.
     """
-    _check_cpu("segment_reduce", src=src, indptr=indptr)
+    _check_args("segment_reduce", src, indptr)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"segment_reduce(): expected `reduce` to be one of 'sum', 'mean', 'min', 'max', got {reduce!r}")
     # min/max only find the arg-extreme rows when backward will need them
     return_arg = src.requires_grad and torch.is_grad_enabled()
-    return _ops.segment_reduce(src, indptr, reduce, return_arg)[0]
+    return _call("segment_reduce", src, indptr, reduce, return_arg)[0]
 
 
 def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
@@ -34,14 +36,17 @@ def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
     The result has shape ``(E, *F)`` with ``E = indptr[-1]``. Passing ``size=E``
     when it is known avoids a data-dependent output shape under ``torch.compile``.
     """
-    _check_cpu("gather_csr", src=src, indptr=indptr)
-    return _ops.gather_csr(src, indptr, size)
+    _check_args("gather_csr", src, indptr)
+    if src.shape[0] != indptr.shape[0] - 1:
+        raise ValueError(f"gather_csr(): expected `src` to have one row per segment ({indptr.shape[0] - 1} = "
+                         f"indptr.numel() - 1), got {src.shape[0]} rows")
+    return _call("gather_csr", src, indptr, size)
 
 
 def segment_softmax(src: Tensor, indptr: Tensor) -> Tensor:
     """Softmax over the rows of each segment of ``src`` (shape ``(E, *F)``), per column."""
-    _check_cpu("segment_softmax", src=src, indptr=indptr)
-    return _ops.segment_softmax(src, indptr)
+    _check_args("segment_softmax", src, indptr)
+    return _call("segment_softmax", src, indptr)
 
 
 def lengths_to_indptr(lengths: Tensor) -> Tensor:
@@ -60,6 +65,32 @@ def lengths_to_indptr(lengths: Tensor) -> Tensor:
     return indptr
 
 
+# Argument checks. The kernels check everything too, but a stable-ABI kernel
+# can only raise RuntimeError (STD_TORCH_CHECK); the public API promises
+# TypeError/ValueError naming the argument, so what needs no data is checked
+# here and the kernels' data-dependent indptr errors are re-raised as ValueError.
+
+SRC_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+INDPTR_DTYPES = (torch.int64, torch.int32)
+
+
+def _check_args(op: str, src: Tensor, indptr: Tensor) -> None:
+    for name, tensor in (("src", src), ("indptr", indptr)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{op}(): expected `{name}` to be a Tensor, got {type(tensor).__name__}")
+    _check_cpu(op, src=src, indptr=indptr)
+    if src.dtype not in SRC_DTYPES:
+        raise TypeError(f"{op}(): expected `src` to be float32, float64, bfloat16 or float16, got {src.dtype}")
+    if src.dim() < 1:
+        raise ValueError(f"{op}(): expected `src` to have at least 1 dimension (rows along dim 0), got a 0-d tensor")
+    if indptr.dtype not in INDPTR_DTYPES:
+        raise TypeError(f"{op}(): expected `indptr` to be int64 or int32, got {indptr.dtype}")
+    if indptr.dim() != 1:
+        raise ValueError(f"{op}(): expected `indptr` to be 1-D, got {indptr.dim()}-D with shape {tuple(indptr.shape)}")
+    if indptr.numel() < 1:
+        raise ValueError(f"{op}(): expected `indptr` to have at least one element (indptr[0] == 0)")
+
+
 def _check_cpu(op: str, **tensors: Tensor) -> None:
     # Only CPU kernels are built; without this check a CUDA tensor would get
     # the dispatcher's "Could not run ... with arguments from the 'CUDA'
@@ -67,6 +98,20 @@ def _check_cpu(op: str, **tensors: Tensor) -> None:
     for name, tensor in tensors.items():
         if isinstance(tensor, Tensor) and tensor.device.type != "cpu":
             raise ValueError(f"{op}(): expected `{name}` on the CPU (only CPU kernels are built), got {tensor.device}")
+
+
+def _call(op: str, *args):
+    """torch.ops.torch_segment_ops.<op>(*args), its argument errors re-raised as ValueError."""
+    if torch.compiler.is_compiling():
+        return getattr(_ops, op)(*args)
+    try:
+        return getattr(_ops, op)(*args)
+    except RuntimeError as error:
+        message = str(error)
+        start = message.find(f"{op}(): expected `")
+        if start < 0:
+            raise
+        raise ValueError(message[start:].splitlines()[0]) from None
 
 
 # Fake kernels: output metadata only, for torch.compile and meta tensors.
