@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def check_tags(wheel: WheelInfo, expect_platform: str | None = None) -> list[str
     if len(wheel.tags) != 1:
         return [f"expected exactly one tag, got {sorted(map(str, wheel.tags))}"]
     tag = next(iter(wheel.tags))
-    floor = "cp" + matrix.load()["package"]["abi3_floor"].replace(".", "")
-    if (tag.interpreter, tag.abi) != (floor, "abi3"):
-        problems.append(f"expected tag {floor}-abi3, got {tag.interpreter}-{tag.abi}")
+    expected = ("py3", "none") if wheel.stable else ("cp" + matrix.load()["package"]["python_floor"].replace(".", ""),
+                                                       "abi3")
+    if (tag.interpreter, tag.abi) != expected:
+        problems.append(f"expected tag {'-'.join(expected)}, got {tag.interpreter}-{tag.abi}")
     if expect_platform and tag.platform != expect_platform:
         problems.append(f"expected platform {expect_platform}, got {tag.platform}")
     if not tag.platform.startswith(("manylinux_", "macosx_")):
@@ -74,7 +76,15 @@ def check_metadata(wheel: WheelInfo) -> list[str]:
     requirement = wheel.torch_requirement
     if requirement is None:
         return problems + ["expected exactly one Requires-Dist on torch"]
-    if wheel.version.local:  # a per-torch wheel: 0.1.0+pt213 <-> torch==2.13.*
+    if wheel.stable:  # one build, loading on every torch >= its floor: torch>=floor, no cap
+        if len(builds) != 1 or wheel.version.local:
+            problems.append(f"a stable-ABI wheel holds one build and no local label, got {sorted(builds)} "
+                            f"version {wheel.version}")
+        else:
+            floor = next(iter(wheel.records.values())).get("floor")
+            if requirement.specifier != SpecifierSet(f">={floor}"):
+                problems.append(f"Requires-Dist {requirement} should be torch>={floor}")
+    elif wheel.version.local:  # a per-torch wheel: 0.1.0+pt213 <-> torch==2.13.*
         label = "pt" + minors[0].replace(".", "")
         if len(minors) != 1 or wheel.version.local != label:
             problems.append(f"local label +{wheel.version.local} does not match its build(s) for torch {minors}")
@@ -170,6 +180,41 @@ def check_contents(wheel: WheelInfo) -> list[str]:
     return problems
 
 
+FOREIGN_CXX = re.compile(r"\b(at|c10|torch)::")  # the C++ API of ATen, c10 and libtorch (demangled)
+CPYTHON = re.compile(r"_?_?Py[A-Z_]")
+
+
+def undefined_symbols(content: bytes) -> list[str]:
+    """`nm --undefined-only -C` of a library (ELF: its dynamic symbols), demangled."""
+    elf = content[:4] == b"\x7fELF"
+    nm = "nm" if elf else (shutil.which("llvm-nm") or "nm")  # GNU nm cannot read Mach-O
+    with tempfile.NamedTemporaryFile() as tmp:
+        tmp.write(content)
+        tmp.flush()
+        out = subprocess.run([nm, *(["-D"] if elf else []), "--undefined-only", "-C", tmp.name],
+                             capture_output=True, text=True, check=True).stdout
+    return [line.split(None, 1)[1] for line in out.splitlines() if line.strip()]
+
+
+def check_stable_abi(wheel: WheelInfo) -> list[str]:
+    """A stable-ABI build imports only torch's C shim (aoti_torch_*, torch_*) and the C/C++ runtimes:
+    no C++ symbol of libtorch/c10/ATen (whose ABI changes between minors), and no CPython symbol when
+    the tag (py3-none) promises any interpreter."""
+    if not wheel.stable:
+        return []
+    any_python = next(iter(wheel.tags)).abi == "none"
+    problems = []
+    for name, content in wheel.files.items():
+        if not (content[:4] == b"\x7fELF" or macho.is_macho(content)) or is_grafted(name):
+            continue
+        for symbol in undefined_symbols(content):
+            if FOREIGN_CXX.search(symbol):
+                problems.append(f"{name} imports {symbol}: a C++ symbol of libtorch/c10/ATen, not the stable ABI")
+            elif any_python and CPYTHON.match(symbol):
+                problems.append(f"{name} imports the CPython symbol {symbol}, but the tag promises any interpreter")
+    return problems
+
+
 def check_stripped(wheel: WheelInfo) -> list[str]:
     return [f"{name} is not stripped (has {section.name})" for name, elf in elf_files(wheel).items()
             for section in elf.iter_sections() if section.name.startswith(".debug") or section.name == ".symtab"]
@@ -188,13 +233,16 @@ def tool(*cmd: str) -> list[str]:
 
 
 def check_external(wheel: WheelInfo) -> list[str]:
+    """abi3audit for an abi3 wheel (a py3-none wheel has no CPython ABI to audit: check_stable_abi
+    refuses any CPython symbol instead), twine and check-wheel-contents for every wheel."""
     path = str(wheel.path)
-    return [*tool("abi3audit", "--strict", "--report", path), *tool("twine", "check", "--strict", path),
-            *tool("check-wheel-contents", path)]
+    abi3 = next(iter(wheel.tags)).abi == "abi3"
+    return [*(tool("abi3audit", "--strict", "--report", path) if abi3 else []),
+            *tool("twine", "check", "--strict", path), *tool("check-wheel-contents", path)]
 
 
 CHECKS = [check_tags, check_metadata, check_contents, check_libraries, check_elf_platform, check_macho,
-          check_stripped, check_size, check_external]
+          check_stable_abi, check_stripped, check_size, check_external]
 
 
 def audit(path: Path, expect_platform: str | None = None) -> list[str]:

@@ -1,7 +1,8 @@
 """`local`: the whole pipeline for this machine's platform and the torch
-builds at hand (ci/matrix.toml [local]): build -> repair -> audit -> merge ->
-audit -> smoke every (python, torch) cell. Writes wheelhouse/ and prints a
-summary table as it goes."""
+builds at hand (ci/matrix.toml [local]): build -> repair -> audit (-> merge ->
+audit, per-torch mode) -> smoke every (python, torch) cell. In stable mode the
+one build (against [package] build_torch) is the final wheel. Writes
+wheelhouse/ and prints a summary table as it goes."""
 
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ def audited(wheel: Path) -> tuple[Path, str]:
     return wheel, "passed"
 
 
-def smoked(wheel: Path, python: str, pin: str) -> tuple[None, str]:
-    result = smoke.smoke(wheel, python, pin)
+def smoked(wheel: Path, python: str, pin: str, op_tests: bool = False) -> tuple[None, str]:
+    result = smoke.smoke(wheel, python, pin, op_tests)
     if not result.ok:
         raise SystemExit(result.output)
     return None, result.output.splitlines()[0]
@@ -81,29 +82,36 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: 
     if arch == "macos-arm64":
         return run_macos(out, minors or local["macos_torch"])
     torches = [matrix.torch(m) for m in minors or local["torch"]]
-    return run_native(out, torches, [(local["python"], t) for t in torches], "native",
+    return run_native(out, builds_for(torches), [(local["python"], t) for t in torches], "native",
                       "Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 "
                       "container and reaches manylinux_2_28.")
 
 
+def builds_for(torches: list[matrix.Torch]) -> list[matrix.Torch]:
+    """What to compile to serve these torch minors: the one build torch (stable mode) or each of them."""
+    return [matrix.build_torch()] if matrix.abi() == matrix.STABLE else torches
+
+
 def run_matrix(out: Path) -> str:
-    """Every declared torch built into one final wheel, smoke-tested in every cell of
-    matrix.local_matrix_cells() (torch not on disk comes from the registry)."""
-    return run_native(out, matrix.torches(), matrix.local_matrix_cells(), "native-matrix",
+    """The final wheel (stable: the one build; per-torch: a build for every declared torch), tested in
+    every cell of matrix.local_matrix_cells() (torch not on disk comes from the registry): in stable
+    mode each cell runs the op test suite against the same wheel file, not only the smoke check."""
+    return run_native(out, builds_for(matrix.torches()), matrix.local_matrix_cells(), "native-matrix",
                       "Reached {tag} on this machine; every cell above ran natively here (CUDA builds of torch "
-                      "from the registry run on the CPU).")
+                      "from the registry run on the CPU).", op_tests=matrix.abi() == matrix.STABLE)
 
 
 def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, matrix.Torch]], lane: str,
-               note: str) -> str:
-    """Build each torch on [local] python here, then smoke-test the final wheel in each (CPython, torch) cell."""
+               note: str, op_tests: bool = False) -> str:
+    """Build each of torches on [local] python here, then test the final wheel in each (CPython, torch) cell."""
     python = matrix.load()["local"]["python"]
+    what = "op tests" if op_tests else "smoke"
     return pipeline(
         out, torches,
         build=lambda t, dist: build.build(t.minor, dist, python),
         lib_dir=lambda t: build.torch_base(python, t.pin).site_packages / "torch" / "lib",
-        smoke_cells=[(f"smoke cp{py} torch {t.pin}", lambda w, py=py, t=t: smoked(w, py, t.pin), py, t.minor)
-                     for py, t in cells],
+        smoke_cells=[(f"{what} cp{py} torch {t.pin}", lambda w, py=py, t=t: smoked(w, py, t.pin, op_tests), py,
+                      t.minor) for py, t in cells],
         lane=(lane, "linux-x86_64", report.NATIVE),
         note=note,
     )
@@ -114,6 +122,7 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
 
     aarch64.check_host()
     torches = [matrix.torch(m) for m in minors]
+    tested = torches
 
     def emulated_smoke(wheel: Path, t: matrix.Torch):
         ok, output = aarch64.smoke(wheel, t.minor)
@@ -122,11 +131,11 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
         return None, output.splitlines()[0] + " | " + output.splitlines()[1]
 
     return pipeline(
-        out, torches,
+        out, builds_for(torches),
         build=lambda t, dist: aarch64.build(t.minor, dist),
         lib_dir=lambda t: aarch64.torch_site(t.pin) / "torch" / "lib",
         smoke_cells=[(f"smoke cp{aarch64.PYTHON} torch {t.pin} (qemu)", lambda w, t=t: emulated_smoke(w, t),
-                      aarch64.PYTHON, t.minor) for t in torches],
+                      aarch64.PYTHON, t.minor) for t in tested],
         lane=("aarch64-qemu", "linux-aarch64", report.QEMU),
         note="Reached {tag}: built against Debian bookworm's glibc in an emulated arm64 rootfs (CI's "
              "manylinux_2_28 container on a native arm runner reaches manylinux_2_28). Built and tested under "
@@ -138,7 +147,7 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
 def run_macos(out: Path, minors: list[str]) -> str:
     from . import macos
 
-    torches = [matrix.torch(m) for m in minors]
+    torches = builds_for([matrix.torch(m) for m in minors])
     with macos.delocate_tools():
         return pipeline(
             out, torches,
@@ -155,10 +164,12 @@ def run_macos(out: Path, minors: list[str]) -> str:
 
 def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells, note: str, lane,
              prepare=None, platform: str = sys.platform) -> str:
-    """build -> repair -> audit per torch, merge -> audit, then every smoke cell; returns the table.
-    lane = (name, platform, method): what each smoke cell (label, action, CPython, torch minor)
-    records for the report; a lane without smoke cells records its audited wheel, not run."""
-    progress = Progress(total=3 * len(torches) + 2 + len(smoke_cells) + bool(prepare))
+    """build -> repair -> audit per torch (per-torch mode: then merge -> audit; stable mode: the one
+    build is final), then every smoke cell; returns the table. lane = (name, platform, method): what
+    each smoke cell (label, action, CPython, torch minor) records for the report; a lane without
+    smoke cells records its audited wheel, not run."""
+    stable = matrix.abi() == matrix.STABLE
+    progress = Progress(total=3 * len(torches) + (0 if stable else 2) + len(smoke_cells) + bool(prepare))
     per_torch_dir = out / "per-torch"
     for stale in [*out.glob("*.whl"), *per_torch_dir.glob("*.whl")]:
         stale.unlink()
@@ -171,11 +182,15 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
         for t in torches:
             built = progress.step(f"build torch {t.minor}", lambda t=t: (build(t, dist), "built"))
             fixed = progress.step(f"repair torch {t.minor}", lambda b=built, t=t: (
-                repair.repair(b, per_torch_dir, lib_dir=lib_dir(t), platform=platform), "repaired"))
+                repair.repair(b, out if stable else per_torch_dir, lib_dir=lib_dir(t), platform=platform),
+                "repaired"))
             progress.step(f"audit torch {t.minor}", lambda w=fixed: audited(w))
             repaired.append(fixed)
-        merged = progress.step("merge", lambda: (merge.merge(repaired, out), f"{len(repaired)} build(s)"))
-        progress.step("audit merged", lambda: audited(merged))
+        if stable:
+            (merged,) = repaired
+        else:
+            merged = progress.step("merge", lambda: (merge.merge(repaired, out), f"{len(repaired)} build(s)"))
+            progress.step("audit merged", lambda: audited(merged))
         for cell, action, python, minor in smoke_cells:
             try:
                 progress.step(cell, lambda a=action: a(merged))
@@ -184,8 +199,9 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
                 records.append(report.Record(platform_name, python, minor, method,
                                              "passed" if not result.startswith("FAILED") else result.splitlines()[0]))
         if not smoke_cells:
+            served = matrix.torches() if stable else torches
             records += [report.Record(platform_name, "*", t.minor, method, "passed: built, repaired, audited")
-                        for t in torches]
+                        for t in served]
     finally:
         report.write(out, name, records)
     tag = next(iter(WheelInfo.read(merged).tags)).platform

@@ -165,10 +165,13 @@ def compile_library(args: dict, tree: Path, torch: Path, work: Path) -> Path:
         run([*zig(), "c++", "-target", ZIG_TARGET.format(target=target), *flags, "-c", str(tree / source),
              "-o", str(obj)])
         objects.append(str(obj))
-    library = work / f"{module}.abi3.so"
+    stable = matrix.abi() == matrix.STABLE
+    library = work / (f"{module}.so" if stable else f"{module}.abi3.so")  # setup.py's names
     lib_dir = torch / "torch" / "lib"
-    run([*zig(), "c++", "-target", ZIG_TARGET.format(target=target), "-shared", "-nostdlib++",
-         "-Wl,-undefined,dynamic_lookup",  # the CPython C API, as every macOS extension module
+    # per-torch: the CPython C API is looked up at load time, as in every macOS extension module; a
+    # stable build uses none, so every symbol must resolve at link time
+    lookup = [] if stable else ["-Wl,-undefined,dynamic_lookup"]
+    run([*zig(), "c++", "-target", ZIG_TARGET.format(target=target), "-shared", "-nostdlib++", *lookup,
          f"-Wl,-install_name,@rpath/{library.name}", *args["link_args"], *objects,
          str(libcxx_stub(lib_dir, work / "libc++.tbd")), *(str(lib_dir / f"lib{n}.dylib") for n in args["libraries"]),
          "-o", str(library)])
@@ -203,8 +206,15 @@ def metadata_dir(env: envs.Env, tree: Path, out: Path) -> Path:
         raise SystemExit(f"macos lane: the metadata hook failed: {error}") from None
 
 
+def build_record(t: matrix.Torch) -> dict:
+    """The build.json setup.py writes for a build against t."""
+    if matrix.abi() == matrix.STABLE:
+        return {"abi": "stable", "floor": matrix.torch_floor(), "torch": t.pin}
+    return {"torch": t.pin}
+
+
 def build_wheel(minor: str, dist: Path) -> Path:
-    """Cross-build the per-torch macOS arm64 wheel for torch `minor` into dist."""
+    """Cross-build the macOS arm64 wheel against torch `minor` into dist."""
     from wheel.wheelfile import WheelFile
 
     t = matrix.torch(minor)
@@ -218,8 +228,7 @@ def build_wheel(minor: str, dist: Path) -> Path:
         library = compile_library(args, tree, torch, work)
         meta = metadata_dir(env, tree, work / "meta")
         name, version = meta.name.removesuffix(".dist-info").split("-")
-        floor = "cp" + matrix.load()["package"]["abi3_floor"].replace(".", "")
-        tag = f"{floor}-abi3-{platform().wheel_platform}"
+        tag = f"{matrix.wheel_tag_prefix()}-{platform().wheel_platform}"
         dist.mkdir(parents=True, exist_ok=True)
         path = dist / f"{name}-{version}-{tag}.whl"
         package_dir = "/".join(args["name"].split(".")[:-1])
@@ -227,7 +236,7 @@ def build_wheel(minor: str, dist: Path) -> Path:
             for source in sorted((tree / "torch_segment_ops").glob("*.py")):
                 wf.write(str(source), f"torch_segment_ops/{source.name}")
             wf.write(str(library), f"{package_dir}/{library.name}")
-            wf.writestr(f"{package_dir}/build.json", json.dumps({"torch": t.pin}, indent=2) + "\n")
+            wf.writestr(f"{package_dir}/build.json", json.dumps(build_record(t), indent=2) + "\n")
             for item in sorted(meta.iterdir()):
                 if item.is_file():
                     wf.write(str(item), f"{meta.name}/{item.name}")

@@ -1,6 +1,7 @@
 """Reads ci/matrix.toml and derives every list from it: build cells
-(platform x torch), verify cells (platform x CPython x torch), cibuildwheel
-selectors, the Requires-Dist range of merged wheels and the support table."""
+(platform x torch in per-torch mode, one per platform in stable mode), verify
+cells (platform x CPython x torch), cibuildwheel selectors, the Requires-Dist
+of the final wheels and the support table."""
 
 from __future__ import annotations
 
@@ -53,6 +54,40 @@ def load(path: Path = MATRIX) -> dict:
     return tomllib.loads(path.read_text())
 
 
+STABLE, PER_TORCH = "stable", "per-torch"
+
+
+def abi(data: dict | None = None) -> str:
+    """The declared ABI mode: stable (one build per platform) or per-torch (one per torch minor, merged)."""
+    mode = (data or load())["package"]["abi"]
+    if mode not in (STABLE, PER_TORCH):
+        raise SystemExit(f"ci/matrix.toml: [package] abi must be {STABLE!r} or {PER_TORCH!r}, got {mode!r}")
+    return mode
+
+
+def torch_floor(data: dict | None = None) -> str:
+    return (data or load())["package"]["torch_floor"]
+
+
+def build_torch(data: dict | None = None) -> Torch:
+    """Stable mode: the one torch every platform builds against."""
+    data = data or load()
+    minor = data["package"]["build_torch"]
+    found = [t for t in torches(data) if t.minor == minor]
+    if not found or version_key(minor) < version_key(torch_floor(data)):
+        raise SystemExit(f"ci/matrix.toml: build_torch {minor!r} must be a declared torch >= torch_floor")
+    return found[0]
+
+
+def wheel_tag_prefix(data: dict | None = None) -> str:
+    """interpreter-abi of the final wheels: py3-none (stable: no CPython symbol at all) or
+    cp3X-abi3 (per-torch: torch's BuildExtension compiles with Py_LIMITED_API of the floor)."""
+    data = data or load()
+    if abi(data) == STABLE:
+        return "py3-none"
+    return "cp" + data["package"]["python_floor"].replace(".", "") + "-abi3"
+
+
 def platforms(data: dict | None = None) -> list[Platform]:
     data = data or load()
     return [Platform(name=name, **fields) for name, fields in data["platforms"].items()]
@@ -97,24 +132,33 @@ def local_matrix_cells() -> list[tuple[str, Torch]]:
 
 
 def scope_torches(scope: str, data: dict | None = None) -> list[Torch]:
+    """The torch minors a scope verifies (and, in per-torch mode, builds)."""
     data = data or load()
     rule = data["scopes"][scope]
+    if rule not in ("newest", "all"):
+        raise SystemExit(f"ci/matrix.toml: [scopes] {scope} must be 'newest' or 'all', got {rule!r}")
     all_torches = torches(data)
     return all_torches[-1:] if rule == "newest" else all_torches
 
 
+def build_torches(scope: str) -> list[Torch]:
+    """What a scope compiles per platform: the build torch (stable) or each verified minor (per-torch)."""
+    return [build_torch()] if abi() == STABLE else scope_torches(scope)
+
+
 def cibw_build_selector(t: Torch) -> str:
-    """Build on the oldest CPython this torch has: one abi3 build, reused
-    (and tested) for every later CPython that cibuildwheel then selects."""
+    """Build on the oldest CPython this torch has: one build (abi3, or py3-none in stable mode),
+    reused (and tested) for every later CPython that cibuildwheel then selects."""
     return " ".join(f"cp{v.replace('.', '')}-*" for v in t.python)
 
 
 def artifact_name(plat: Platform, t: Torch | None = None) -> str:
-    """wheels-manylinux_2_28_aarch64-torch2.14 (per torch) or wheels-<platform> (final)."""
+    """wheels-manylinux_2_28_aarch64-torch2.14 (a per-torch build) or wheels-<platform> (final)."""
     return f"wheels-{plat.wheel_platform}" + (f"-torch{t.minor}" if t else "")
 
 
 def build_cells(scope: str) -> list[dict]:
+    stable = abi() == STABLE
     return [
         {
             "platform": p.name,
@@ -126,10 +170,10 @@ def build_cells(scope: str) -> list[dict]:
             "cibw_platform": p.cibw_platform,
             "cibw_archs": p.arch,
             "cibw_build": cibw_build_selector(t),
-            "artifact": artifact_name(p, t),
+            "artifact": artifact_name(p, None if stable else t),  # a stable build is already final
         }
         for p in platforms()
-        for t in scope_torches(scope)
+        for t in build_torches(scope)
     ]
 
 
@@ -152,7 +196,9 @@ def verify_cells(scope: str) -> list[dict]:
 
 
 def platform_cells(scope: str) -> list[dict]:
-    """One merge job per platform, with the per-torch artifacts it combines."""
+    """One merge job per platform, with the per-torch artifacts it combines (none in stable mode)."""
+    if abi() == STABLE:
+        return []
     return [
         {
             "platform": p.name,
@@ -170,26 +216,31 @@ def github_matrix(scope: str, kind: str) -> str:
 
 
 def requires_torch(minors: list[str]) -> str:
-    """The Requires-Dist of a wheel holding builds for these torch minors."""
+    """The Requires-Dist of a merged per-torch wheel holding builds for these torch minors (a stable
+    wheel requires torch>=its floor, with no cap: future torch included)."""
     ordered = sorted(minors, key=version_key)
     major, last = version_key(ordered[-1])
     return f"torch>={ordered[0]},<{major}.{last + 1}"
 
 
 def support_table() -> str:
-    """Markdown table for the README (checked against it by a test)."""
-    lines = ["| torch | CPython | linux x86_64 | linux aarch64 | macOS arm64 |", "|---|---|---|---|---|"]
-    tags = {p.arch: p.wheel_platform for p in platforms()}
+    """Markdown table for the README (checked against it by a test): one column per platform."""
+    plats = platforms()
+    lines = ["| torch | CPython | " + " | ".join(p.name for p in plats) + " |", "|---|---|" + "---|" * len(plats)]
+    prefix = wheel_tag_prefix()
     for t in torches():
-        lines.append(
-            f"| {t.minor} (built against {t.pin}) | {t.python[0]}-{t.python[-1]} | "
-            f"{tags['x86_64']} | {tags['aarch64']} | {tags['arm64']} |"
-        )
+        built = f"the stable build (against {build_torch().pin})" if abi() == STABLE else f"built against {t.pin}"
+        lines.append(f"| {t.minor}: {built} | {t.python[0]}-{t.python[-1]} | "
+                     + " | ".join(f"{prefix}-{p.wheel_platform}" for p in plats) + " |")
+    if abi() == STABLE:
+        lines.append(f"| newer than {torches()[-1].minor} | as torch publishes | the same wheels: "
+                     f"`torch>={torch_floor()}` has no upper bound; not verified until declared here |||")
     return "\n".join(lines)
 
 
 def write_github_output(scope: str, path: Path) -> None:
-    """build=..., merge=..., verify=... lines for $GITHUB_OUTPUT."""
+    """abi=..., build=..., merge=..., verify=... lines for $GITHUB_OUTPUT."""
     with path.open("a") as out:
+        out.write(f"abi={abi()}\n")
         for kind in ("build", "merge", "verify"):
             out.write(f"{kind}={github_matrix(scope, kind)}\n")

@@ -108,6 +108,22 @@ def evaluate(text, context: dict):
     return EXPRESSION.sub(lambda m: str(value(m[1], context)), text)
 
 
+def condition(text: str, context: dict) -> bool:
+    """A job's `if:`: terms joined by &&, each `!cancelled()`/`!failure()` (true: the replay stops at
+    the first failure) or `<lookup> == '<literal>'`."""
+    expr = EXPRESSION.fullmatch(text.strip())
+    result = True
+    for term in (expr[1] if expr else text).split("&&"):
+        term = term.strip()
+        if term in ("!cancelled()", "!failure()"):
+            continue
+        match = re.fullmatch(r"([\w.-]+)\s*==\s*'([^']*)'", term)
+        if not match:
+            raise ReplayError(f"replay: cannot evaluate the condition {term!r}")
+        result &= str(value(match[1], context)) == match[2]
+    return result
+
+
 # -- workflows and jobs ------------------------------------------------------
 
 def load(path: Path) -> dict:
@@ -138,6 +154,9 @@ def run_workflow(replay: Replay, path: Path, inputs: dict, prefix: str = "") -> 
         if "uses" in job:  # a reusable workflow: ./.github/workflows/x.yml
             called = {k: evaluate(v, context) for k, v in job.get("with", {}).items()}
             run_workflow(replay, ROOT / job["uses"].removeprefix("./"), called, prefix=f"{prefix}{job_id}/")
+            continue
+        if "if" in job and not condition(job["if"], context):
+            replay.log.append({"job": job_id, "status": "skipped", "seconds": 0, "note": f"if: {job['if']}"})
             continue
         cells = [{}]
         if "strategy" in job:

@@ -47,12 +47,33 @@ def run_check(env: envs.Env, python: str | None = None) -> Result:
     return Result(proc.returncode == 0 and "SMOKE OK" in proc.stdout, proc.stdout + proc.stderr)
 
 
-def smoke(wheel: Path, python: str, torch_pin: str) -> Result:
+def run_op_tests(env: envs.Env) -> Result:
+    """The op test suite (tests/ops: every op against the pure-PyTorch reference, gradients, opcheck,
+    compile, bad input, fuzzing) against the installed wheel, from a copy of the tests outside the tree."""
+    tests = envs.ROOT / "tests"
+    env.pip("install", "-q", "-r", str(envs.ROOT / "ci" / "requirements-tests.txt"))
+    with tempfile.TemporaryDirectory(prefix="torch-segment-ops-op-tests-") as cwd:
+        shutil.copytree(tests / "ops", Path(cwd) / "tests" / "ops", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("__init__.py", "reference.py"):
+            shutil.copy(tests / name, Path(cwd) / "tests" / name)
+        proc = subprocess.run([str(env.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/ops"],
+                              cwd=cwd, capture_output=True, text=True, env=envs.pip_environ())
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    return Result(proc.returncode == 0, f"op tests: {summary}\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+
+
+def smoke(wheel: Path, python: str, torch_pin: str, op_tests: bool = False) -> Result:
+    """smoke_check.py (and, with op_tests, the op test suite) in a clean env holding the wheel."""
     from . import matrix  # not at module level: verify_here runs on CPython 3.10 (no tomllib)
 
     log(f"smoke-testing {wheel.name} on CPython {python} + torch {torch_pin} ...")
     with wheel_env(wheel, python, torch_pin, matrix.from_registry(python, torch_pin)) as env:
-        return run_check(env)
+        result = run_check(env)
+        if result.ok and op_tests:
+            tests = run_op_tests(env)
+            first = result.output.splitlines()[0]
+            return Result(tests.ok, f"{first} | {tests.output}" if tests.ok else tests.output)
+        return result
 
 
 def verify_here(wheel_dir: Path) -> Result:

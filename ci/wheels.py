@@ -51,14 +51,24 @@ class WheelInfo:
         return torch[0] if len(torch) == 1 else None
 
     @property
-    def builds(self) -> dict[str, str]:
-        """build folder name -> the torch version it was compiled against."""
+    def records(self) -> dict[str, dict]:
+        """build folder name -> its build.json ({"torch": ..., and "abi"/"floor" for a stable build})."""
         found = {}
         for name, content in self.files.items():
             match = BUILD_RECORD.match(name)
             if match:
-                found[match[1]] = json.loads(content)["torch"]
+                found[match[1]] = json.loads(content)
         return found
+
+    @property
+    def builds(self) -> dict[str, str]:
+        """build folder name -> the torch version it was compiled against."""
+        return {name: record["torch"] for name, record in self.records.items()}
+
+    @property
+    def stable(self) -> bool:
+        """Whether the wheel holds a stable-ABI build."""
+        return any(record.get("abi") == "stable" for record in self.records.values())
 
     @property
     def platform(self) -> str:

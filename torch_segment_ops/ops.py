@@ -24,7 +24,8 @@ def segment_reduce(src: Tensor, indptr: Tensor, reduce: str = "sum") -> Tensor:
     """
     _check_args("segment_reduce", src, indptr)
     if reduce not in REDUCTIONS:
-        raise ValueError(f"segment_reduce(): expected `reduce` to be one of 'sum', 'mean', 'min', 'max', got {reduce!r}")
+        raise ValueError(f"segment_reduce(): expected `reduce` to be one of {', '.join(map(repr, REDUCTIONS))}, "
+                         f"got {reduce!r}")
     # min/max only find the arg-extreme rows when backward will need them
     return_arg = src.requires_grad and torch.is_grad_enabled()
     return _call("segment_reduce", src, indptr, reduce, return_arg)[0]

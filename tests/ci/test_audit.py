@@ -1,3 +1,7 @@
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from ci import audit
@@ -101,3 +105,48 @@ def test_a_broken_wheel_is_reported_and_the_next_one_still_audited(tmp_path):
     assert "Traceback" not in proc.stderr and proc.returncode == 1
     assert "not an intact wheel (BadZipFile" in proc.stdout
     assert f"{good.name}" in proc.stdout  # audited too (it fails only the external gates missing on PATH here)
+
+
+STABLE_TAG = "py3-none-manylinux_2_28_x86_64"
+
+
+def stable_wheel(tmp_path, source: str, name: str = "lib") -> Path:
+    """A stable-ABI wheel whose library is compiled from `source` (undefined symbols are left for the loader)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "lib.cpp").write_text(source)
+    subprocess.run(["g++", "-shared", "-fPIC", "-g0", "-s", "-o", str(folder / "_C.so"), str(folder / "lib.cpp")],
+                   check=True)
+    record = json.dumps({"abi": "stable", "floor": "2.10", "torch": "2.13.0"}).encode()
+    return make_wheel(folder, version="0.1.0", requires="torch>=2.10", tag=STABLE_TAG, builds={}, extra={
+        "torch_segment_ops/_builds/stable/build.json": record,
+        "torch_segment_ops/_builds/stable/_C.so": (folder / "_C.so").read_bytes()})
+
+
+def test_stable_abi_gate(tmp_path):
+    """A stable-mode library may call torch's C shim only: a libtorch/c10/ATen C++ symbol or (under a
+    py3-none tag) a CPython symbol is refused, named."""
+    shim_only = stable_wheel(tmp_path, 'extern "C" int aoti_torch_abi_version(); int f() { return '
+                                       'aoti_torch_abi_version(); }', "ok")
+    assert audit.check_stable_abi(WheelInfo.read(shim_only)) == []
+    assert audit.check_tags(WheelInfo.read(shim_only)) == [] and audit.check_metadata(WheelInfo.read(shim_only)) == []
+    cxx = stable_wheel(tmp_path, "namespace c10 { int get_num_threads(); } int f() { return c10::get_num_threads(); }",
+                       "cxx")
+    assert audit.check_stable_abi(WheelInfo.read(cxx)) == [
+        "torch_segment_ops/_builds/stable/_C.so imports c10::get_num_threads(): a C++ symbol of libtorch/c10/ATen, "
+        "not the stable ABI"]
+    python = stable_wheel(tmp_path, 'extern "C" void* PyList_New(long); void* f() { return PyList_New(0); }', "py")
+    assert audit.check_stable_abi(WheelInfo.read(python)) == [
+        "torch_segment_ops/_builds/stable/_C.so imports the CPython symbol PyList_New, but the tag promises any "
+        "interpreter"]
+
+
+def test_stable_wheel_requires_torch_from_its_floor_without_a_cap(tmp_path):
+    wheel = stable_wheel(tmp_path, "int f() { return 0; }")
+    capped = make_wheel(tmp_path, version="0.1.0", requires="torch>=2.10,<2.16", tag=STABLE_TAG, builds={},
+                        extra={name: data for name, data in WheelInfo.read(wheel).files.items() if "_builds" in name})
+    assert audit.check_metadata(WheelInfo.read(capped)) == [
+        "Requires-Dist torch<2.16,>=2.10 should be torch>=2.10"]
+    abi3 = make_wheel(tmp_path, version="0.1.0", requires="torch>=2.10", builds={},
+                      extra={name: data for name, data in WheelInfo.read(wheel).files.items() if "_builds" in name})
+    assert audit.check_tags(WheelInfo.read(abi3)) == ["expected tag py3-none, got cp310-abi3"]

@@ -1,6 +1,9 @@
+import copy
 import json
 import re
 from pathlib import Path
+
+import pytest
 
 from ci import matrix
 
@@ -14,12 +17,53 @@ def test_scopes():
     assert [t.minor for t in matrix.scope_torches("release")] == minors
 
 
-def test_build_cells_are_platform_times_torch():
+@pytest.fixture
+def per_torch(monkeypatch):
+    """The declaration switched to per-torch mode (what an extension on the full ATen API declares)."""
+    data = copy.deepcopy(matrix.load())
+    data["package"]["abi"] = "per-torch"
+    monkeypatch.setattr(matrix, "load", lambda path=None: data)
+    return data
+
+
+def test_stable_mode_builds_once_per_platform_and_verifies_every_torch_from_the_floor():
+    assert matrix.abi() == "stable"  # what torch-segment-ops ships
+    floor = matrix.torch_floor()
+    assert matrix.torches()[0].minor == floor
+    for scope in ("pr", "release"):
+        cells = matrix.build_cells(scope)
+        assert [(c["platform"], c["torch"]) for c in cells] == [(p.name, matrix.build_torch().minor)
+                                                                for p in matrix.platforms()]
+        assert [c["artifact"] for c in cells] == [matrix.artifact_name(p) for p in matrix.platforms()]  # final
+        assert matrix.platform_cells(scope) == []  # no merge stage
+    verified = {(c["platform"], c["python"], c["torch"]) for c in matrix.verify_cells("release")}
+    assert {t for _, _, t in verified} == {t.minor for t in matrix.torches()}
+    assert matrix.wheel_tag_prefix() == "py3-none"
+
+
+def test_per_torch_mode_builds_platform_times_torch_and_merges(per_torch):
     for scope in ("pr", "release"):
         cells = matrix.build_cells(scope)
         expected = {(p.name, t.minor) for p in matrix.platforms() for t in matrix.scope_torches(scope)}
         assert {(c["platform"], c["torch"]) for c in cells} == expected
         assert len(cells) == len(expected)
+    merge = matrix.platform_cells("release")
+    assert {c["artifact"] for c in merge} == {c["artifact"] for c in matrix.verify_cells("release")}
+    for cell in merge:
+        assert cell["inputs"] == [matrix.artifact_name(matrix.platform(cell["platform"]), t) for t in matrix.torches()]
+    assert matrix.wheel_tag_prefix() == "cp310-abi3"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("abi", "both", "abi must be 'stable' or 'per-torch'"),
+    ("build_torch", "2.9", "build_torch '2.9' must be a declared torch >= torch_floor"),
+])
+def test_bad_declarations_are_named(monkeypatch, key, value, message):
+    data = copy.deepcopy(matrix.load())
+    data["package"][key] = value
+    monkeypatch.setattr(matrix, "load", lambda path=None: data)
+    with pytest.raises(SystemExit, match=message):
+        matrix.build_cells("release")
 
 
 def test_verify_cells_cover_every_supported_python():
@@ -37,14 +81,11 @@ def test_torch_2_15_starts_at_cp311_and_selectors_follow_python_ranges():
     assert matrix.cibw_build_selector(matrix.torch("2.13")).split() == [f"cp3{m}-*" for m in range(10, 15)]
 
 
-def test_artifact_names():
+def test_artifact_names(per_torch):
     pattern = re.compile(r"^wheels-(manylinux_2_28_(x86_64|aarch64)|macosx_14_0_arm64)(-torch2\.\d+)?$")
     names = [c["artifact"] for c in matrix.build_cells("release") + matrix.verify_cells("release")]
     assert names and all(pattern.match(n) for n in names)
-    merge = json.loads(matrix.github_matrix("release", "merge"))["include"]
-    assert {c["artifact"] for c in merge} == {c["artifact"] for c in matrix.verify_cells("release")}
-    for cell in merge:
-        assert cell["inputs"] == [matrix.artifact_name(matrix.platform(cell["platform"]), t) for t in matrix.torches()]
+    assert json.loads(matrix.github_matrix("release", "merge"))["include"] == matrix.platform_cells("release")
 
 
 def test_requires_torch_range():
