@@ -69,7 +69,7 @@ def check_metadata(wheel: WheelInfo) -> list[str]:
         problems.append(f"dist-info folder {wheel.dist_info} does not match {wheel.name}-{wheel.version}")
     builds = wheel.builds
     if not builds:
-        return problems + ["no compiled build (torch_segment_ops/_builds/*/build.json) in the wheel"]
+        return problems + [f"no compiled build ({wheel.package}/_builds/*/build.json) in the wheel"]
     minors = sorted({torch_minor(v) for v in builds.values()}, key=matrix.version_key)
     if len(minors) != len(builds):
         problems.append(f"two builds for the same torch minor: {builds}")
@@ -167,16 +167,19 @@ def check_elf_platform(wheel: WheelInfo) -> list[str]:
     return problems
 
 
-ALLOWED = re.compile(r"^(torch_segment_ops/[^/]+\.py|torch_segment_ops/_builds/[^/]+/(build\.json|_C[^/]*\.so)"
-                     r"|torch_segment_ops\.libs/[^/]+|torch_segment_ops/\.dylibs/[^/]+|[^/]+\.dist-info/[^/]+"
-                     r"|[^/]+\.dist-info/licenses/.+)$")
+def allowed(package: str) -> re.Pattern:
+    """What a wheel of the package may hold (any package name: read from the wheel)."""
+    p = re.escape(package)
+    return re.compile(rf"^({p}/[^/]+\.py|{p}/_builds/[^/]+/(build\.json|_C[^/]*\.so)|{p}\.libs/[^/]+"
+                      rf"|{p}/\.dylibs/[^/]+|[^/]+\.dist-info/[^/]+|[^/]+\.dist-info/licenses/.+)$")
 
 
 def check_contents(wheel: WheelInfo) -> list[str]:
     """Only what a wheel of ours contains: the package's modules, one library and record per build,
     repair tools' grafts, dist-info; no .pth, no stray library, no unsafe, duplicate or linked entry."""
     problems = unsafe_entries(wheel.path)
-    problems += [f"unexpected file {n} (not one of ours)" for n in wheel.files if not ALLOWED.match(n)]
+    pattern = allowed(wheel.package)
+    problems += [f"unexpected file {n} (not one of ours)" for n in wheel.files if not pattern.match(n)]
     return problems
 
 

@@ -1,4 +1,5 @@
-"""`build`: the per-torch abi3 wheel for one torch minor, built on this machine.
+"""`build`: the wheel built against one torch minor on this machine (stable mode: the one
+py3-none build; per-torch mode: the abi3 build for that minor).
 
 The build is non-isolated, in a cached env holding exactly the pinned torch
 (plus setuptools/wheel/ninja), and from a fresh copy of the source tree so no
@@ -58,7 +59,7 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
              str(tree)],
             check=True, env=environ,
         )
-    built = sorted(set(out_dir.glob("*.whl")) - before) or sorted(out_dir.glob(f"*+{t.label}-*.whl"))
+    built = sorted(set(out_dir.glob("*.whl")) - before)
     if len(built) != 1:
         raise SystemExit(f"expected one new wheel in {out_dir}, found {[p.name for p in built]}")
     return built[0]

@@ -54,10 +54,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """Run benchmarks/bench_ops.py (writes benchmarks/RESULTS.md), or with --pipeline bench_pipeline.py."""
+    """Run benchmarks/bench_ops.py (writes benchmarks/RESULTS.md), or with --pipeline bench_pipeline.py,
+    or with --abi bench_abi.py (the stable build vs the ATen build, side by side)."""
     dev = envs.dev_env()
     if args.pipeline:
         return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_pipeline.py")]).returncode
+    if args.abi:
+        extra = ["--quick"] if args.quick else []
+        return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_abi.py"), *extra]).returncode
     install_package(dev)
     extra = ["--quick"] if args.quick else ["--out", str(ROOT / "benchmarks" / "RESULTS.md")]
     return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_ops.py"), *extra], cwd="/").returncode
@@ -208,10 +212,10 @@ def cmd_lint(args) -> int:
 
 
 def cmd_build(args) -> int:
-    """Build the per-torch abi3 wheel for one torch minor on this machine."""
+    """Build the wheel against one torch minor on this machine."""
     from . import build
 
-    print(build.build(args.torch, Path(args.out), args.python))
+    print(build.build(args.torch, Path(args.out), args.python, source=Path(args.project).resolve()))
     return 0
 
 
@@ -249,7 +253,8 @@ def cmd_smoke(args) -> int:
     """Install a wheel into a clean env over a cached torch and run the smoke check from outside the tree."""
     from . import smoke
 
-    result = smoke.smoke(Path(args.wheel), args.python, args.torch)
+    result = smoke.smoke(Path(args.wheel), args.python, args.torch, op_tests=args.op_tests,
+                         check=Path(args.check) if args.check else smoke.CHECK)
     print(result.output)
     return 0 if result.ok else 1
 
@@ -268,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
     bench = verb("bench", cmd_bench)
     bench.add_argument("--quick", action="store_true", help="tiny shapes; writes nothing")
     bench.add_argument("--pipeline", action="store_true", help="install time, wheel sizes, compile counts")
+    bench.add_argument("--abi", action="store_true", help="the stable-ABI build vs the ATen build, side by side")
     local = verb("local", cmd_local)
     local.add_argument("--out", help="default: wheelhouse/ (wheelhouse/<arch>/ with --arch)")
     local.add_argument("--torch", nargs="*", help="torch minors (default: ci/matrix.toml [local])")
@@ -322,6 +328,7 @@ def parser() -> argparse.ArgumentParser:
     bld.add_argument("--torch", required=True, help="torch minor, e.g. 2.13")
     bld.add_argument("--python", help="CPython to build with (default: ci/matrix.toml [local])")
     bld.add_argument("--out", default="dist")
+    bld.add_argument("--project", default=str(ROOT), help="the extension's source tree (default: this one)")
     rep = verb("repair", cmd_repair)
     rep.add_argument("wheel")
     rep.add_argument("-w", required=True, help="destination folder")
@@ -336,6 +343,8 @@ def parser() -> argparse.ArgumentParser:
     smk.add_argument("wheel")
     smk.add_argument("--python", default="3.11")
     smk.add_argument("--torch", required=True, help="exact torch version, e.g. 2.13.0")
+    smk.add_argument("--check", help="the project's smoke script (default: ci/smoke_check.py)")
+    smk.add_argument("--op-tests", action="store_true", help="also run tests/ops against the installed wheel")
     return p
 
 

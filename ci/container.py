@@ -272,12 +272,13 @@ def cibuildwheel_env(docker_env: dict[str, str], pin: str) -> dict[str, str]:
 
 
 def run(out: Path, minor: str | None = None) -> str:
-    """Build, repair (our verb), audit (cibuildwheel's abi3audit) and smoke-test (our check) the
-    wheel for one torch minor with the real cibuildwheel; then our audit. Returns a summary."""
+    """Build, repair (our verb), audit (cibuildwheel's abi3audit, for an abi3 wheel) and smoke-test (our
+    check) the wheel against one torch minor (default: the build torch) with the real cibuildwheel;
+    then our audit. Returns a summary."""
     why = missing()
     if why:
         raise LaneError(f"cibuildwheel lane: {why}")
-    t = matrix.torch(minor or matrix.load()["local"]["torch"][0])
+    t = matrix.torch(minor) if minor else matrix.build_torch()
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.whl"):
         stale.unlink()
@@ -304,7 +305,7 @@ def run(out: Path, minor: str | None = None) -> str:
     if problems:
         raise LaneError("cibuildwheel lane: audit failed:\n" + "\n".join(problems))
     tag = parse_wheel_filename(wheel.name)[3]
-    return (f"{wheel.name}: built, repaired, abi3audit-ed and smoke-tested by cibuildwheel "
+    return (f"{wheel.name}: built, repaired and smoke-tested by cibuildwheel "
             f"{cibuildwheel_version()} in {time.perf_counter() - start:.0f} s, audit passed\n"
             f"Reached {next(iter(tag)).platform}: a STAND-IN image (Debian {SUITE}, glibc 2.36), not the "
             "manylinux_2_28 image CI uses (which reaches manylinux_2_28); CPython 3.11 only (the torch at hand).")

@@ -122,7 +122,6 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
 
     aarch64.check_host()
     torches = [matrix.torch(m) for m in minors]
-    tested = torches
 
     def emulated_smoke(wheel: Path, t: matrix.Torch):
         ok, output = aarch64.smoke(wheel, t.minor)
@@ -135,7 +134,7 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
         build=lambda t, dist: aarch64.build(t.minor, dist),
         lib_dir=lambda t: aarch64.torch_site(t.pin) / "torch" / "lib",
         smoke_cells=[(f"smoke cp{aarch64.PYTHON} torch {t.pin} (qemu)", lambda w, t=t: emulated_smoke(w, t),
-                      aarch64.PYTHON, t.minor) for t in tested],
+                      aarch64.PYTHON, t.minor) for t in torches],
         lane=("aarch64-qemu", "linux-aarch64", report.QEMU),
         note="Reached {tag}: built against Debian bookworm's glibc in an emulated arm64 rootfs (CI's "
              "manylinux_2_28 container on a native arm runner reaches manylinux_2_28). Built and tested under "

@@ -12,7 +12,7 @@ and repaired and audited here; it cannot be run here.
   new/delete): no second C++ runtime, and a symbol torch does not rely on
   fails the link.
 - wheel: the metadata setup.py gives (the PEP 517 metadata hook), tagged
-  cp310-abi3-macosx_<target>_arm64, then our real repair verb (delocate,
+  py3-none-macosx_<target>_arm64 (per-torch mode: cp310-abi3), then our real repair verb (delocate,
   with LLVM's otool/install_name_tool/lipo behind small wrappers) and our
   audit verb (which checks arch, minos, linked libraries, symbols and the
   ad-hoc signature).

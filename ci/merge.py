@@ -1,6 +1,6 @@
 """`merge`: per platform, combine the per-torch wheels into ONE wheel.
 
-The result holds one build per torch minor under torch_segment_ops/_builds/,
+The result holds one build per torch minor under <package>/_builds/,
 drops the local version label (0.1.0+pt213 -> 0.1.0) and requires the torch
 range the builds cover; the package's loader picks the build at import.
 Unpacking and packing go through `wheel`'s WheelFile (which writes RECORD).
@@ -15,9 +15,7 @@ from pathlib import Path
 from wheel.wheelfile import WheelError, WheelFile
 
 from . import matrix
-from .wheels import WheelInfo, torch_minor, unsafe_entries
-
-BUILD_DIR = re.compile(r"^torch_segment_ops/_builds/[^/]+/")
+from .wheels import BUILD_DIR, WheelInfo, torch_minor, unsafe_entries
 
 
 def rewrite_metadata(text: str, version: str, requirement: str) -> str:
@@ -82,6 +80,10 @@ def merge(paths: list[Path], out_dir: Path) -> Path:
     wheels = [read(p) for p in sorted(paths)]
     if not wheels:
         raise SystemExit("merge: no wheels given")
+    stable = [w.path.name for w in wheels if w.stable]
+    if stable:
+        raise SystemExit(f"merge: {stable[0]} holds a stable-ABI build, which is final as it is (merge combines "
+                         "per-torch builds)")
     check_compatible(wheels)
     first = wheels[0]
     version = first.version.public

@@ -38,10 +38,11 @@ class Result:
     output: str
 
 
-def run_check(env: envs.Env, python: str | None = None) -> Result:
+def run_check(env: envs.Env, python: str | None = None, check: Path = CHECK) -> Result:
+    """check (default: ci/smoke_check.py, torch-segment-ops' own) run from an empty folder in env."""
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-smoke-run-") as cwd:
-        script = Path(cwd) / CHECK.name
-        shutil.copy(CHECK, script)
+        script = Path(cwd) / check.name
+        shutil.copy(check, script)
         proc = subprocess.run([python or str(env.python), str(script)], cwd=cwd, capture_output=True, text=True,
                               env=envs.pip_environ())
     return Result(proc.returncode == 0 and "SMOKE OK" in proc.stdout, proc.stdout + proc.stderr)
@@ -62,13 +63,13 @@ def run_op_tests(env: envs.Env) -> Result:
     return Result(proc.returncode == 0, f"op tests: {summary}\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
 
 
-def smoke(wheel: Path, python: str, torch_pin: str, op_tests: bool = False) -> Result:
-    """smoke_check.py (and, with op_tests, the op test suite) in a clean env holding the wheel."""
+def smoke(wheel: Path, python: str, torch_pin: str, op_tests: bool = False, check: Path = CHECK) -> Result:
+    """The smoke check (and, with op_tests, the op test suite) in a clean env holding the wheel."""
     from . import matrix  # not at module level: verify_here runs on CPython 3.10 (no tomllib)
 
     log(f"smoke-testing {wheel.name} on CPython {python} + torch {torch_pin} ...")
     with wheel_env(wheel, python, torch_pin, matrix.from_registry(python, torch_pin)) as env:
-        result = run_check(env)
+        result = run_check(env, check=check)
         if result.ok and op_tests:
             tests = run_op_tests(env)
             first = result.output.splitlines()[0]

@@ -15,13 +15,16 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 from wheel.wheelfile import WheelFile
 
-BUILD_RECORD = re.compile(r"^torch_segment_ops/_builds/([^/]+)/build\.json$")
+# <package>/_builds/<build>/build.json: the layout of every extension this pipeline builds (any
+# package name: the verbs read it from the wheel, nothing here is torch-segment-ops' own).
+BUILD_RECORD = re.compile(r"^([A-Za-z_]\w*)/_builds/([^/]+)/build\.json$")
+BUILD_DIR = re.compile(r"^[A-Za-z_]\w*/_builds/[^/]+/")
 
 
 @dataclass
 class WheelInfo:
     path: Path
-    name: str  # as spelled in the file name (torch_segment_ops)
+    name: str  # as spelled in the file name (torch_segment_ops, aten_ext_fixture)
     version: Version
     tags: frozenset[Tag]
     files: dict[str, bytes]  # archive name -> content
@@ -57,8 +60,14 @@ class WheelInfo:
         for name, content in self.files.items():
             match = BUILD_RECORD.match(name)
             if match:
-                found[match[1]] = json.loads(content)
+                found[match[2]] = json.loads(content)
         return found
+
+    @property
+    def package(self) -> str:
+        """The import package holding the builds (else the distribution's own name)."""
+        packages = {BUILD_RECORD.match(n)[1] for n in self.files if BUILD_RECORD.match(n)}
+        return packages.pop() if len(packages) == 1 else self.name
 
     @property
     def builds(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ Tensor gather_csr_cpu(const Tensor& src, const Tensor& indptr, std::optional<int
   const int64_t N = ptr.numel() - 1, F = row_size(src);
   STD_TORCH_CHECK(src.size(0) == N, "gather_csr(): expected `src` to have one row per segment (", N,
                   " = indptr.numel() - 1), got ", src.size(0), " rows");
-  const Tensor x = torch::stable::contiguous(src);
+  const Tensor x = as_contiguous(src);
   const int64_t* p = ptr.const_data_ptr<int64_t>();
   const int64_t E = p[N];
   Tensor out = torch::stable::new_empty(src, with_rows(src, E));

@@ -63,6 +63,11 @@ void dispatch_floating(const char* op, ScalarType t, const Body& body) {
   }
 }
 
+// t itself when already contiguous (each stable op call is a boxed dispatcher call: skip the no-ops).
+inline Tensor as_contiguous(const Tensor& t) {
+  return t.is_contiguous() ? t : torch::stable::contiguous(t);
+}
+
 // Checks the public wrappers (torch_segment_ops/ops.py) already made, with the
 // same messages, for callers of the raw torch.ops op; these raise RuntimeError.
 inline void check_src(const char* op, const Tensor& src, const char* name) {
@@ -91,7 +96,7 @@ inline Tensor check_indptr(const char* op, const Tensor& indptr, std::optional<i
   STD_TORCH_CHECK(indptr.dim() == 1, op, "(): expected `indptr` to be 1-D, got ", indptr.dim(), "-D");
   STD_TORCH_CHECK(indptr.numel() >= 1, op,
                   "(): expected `indptr` to have at least one element (indptr[0] == 0)");
-  const Tensor ptr = torch::stable::contiguous(t == ScalarType::Long ? indptr : torch::stable::to(indptr, ScalarType::Long));
+  const Tensor ptr = as_contiguous(t == ScalarType::Long ? indptr : torch::stable::to(indptr, ScalarType::Long));
   const int64_t* p = ptr.const_data_ptr<int64_t>();
   const int64_t n = ptr.numel();
   STD_TORCH_CHECK(p[0] == 0, op, "(): expected `indptr[0] == 0`, got ", p[0]);

@@ -28,7 +28,7 @@ std::tuple<Tensor, Tensor> segment_reduce_cpu(const Tensor& src, const Tensor& i
   const Reduce op = parse_reduce(reduce);
   const Tensor ptr = check_indptr("segment_reduce", indptr, src.size(0));
   const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
-  const Tensor x = torch::stable::contiguous(src);
+  const Tensor x = as_contiguous(src);
   const auto sizes = with_rows(src, N);
   Tensor out = torch::stable::new_empty(src, sizes);
   const bool has_arg = return_arg && (op == Reduce::Min || op == Reduce::Max);

@@ -9,7 +9,7 @@ Tensor segment_softmax_cpu(const Tensor& src, const Tensor& indptr) {
   check_src("segment_softmax", src, "src");
   const Tensor ptr = check_indptr("segment_softmax", indptr, src.size(0));
   const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
-  const Tensor x = torch::stable::contiguous(src);
+  const Tensor x = as_contiguous(src);
   Tensor out = torch::stable::new_empty(x, with_rows(x, E));
   if (E == 0 || F == 0) return out;
 

@@ -78,3 +78,63 @@ def test_two_builds_for_one_torch_minor_is_a_clear_import_error(tmp_path):
     (tmp_path / "torch_2_13_again" / "build.json").write_text(json.dumps({"torch": "2.13.1"}))
     with pytest.raises(ImportError, match=r"two builds for torch 2.13 \(torch_2_13_0, torch_2_13_again\)"):
         _loader.find_builds(tmp_path)
+
+
+def make_stable(tmp_path, floor="2.10", name="stable"):
+    build = tmp_path / name
+    build.mkdir()
+    (build / "build.json").write_text(json.dumps({"abi": "stable", "floor": floor, "torch": "2.13.0+cpu"}))
+    (build / "_C.so").write_bytes(b"")
+    return build
+
+
+@pytest.mark.parametrize("torch_version", ["2.10.0", "2.13.0+cpu", "2.15.0+cu132", "2.99.0", "3.0.0a0+git1234"])
+def test_a_stable_build_serves_every_torch_from_its_floor(tmp_path, torch_version):
+    make_stable(tmp_path)
+    assert _loader.select(_loader.find_builds(tmp_path), torch_version).library.name == "_C.so"
+
+
+def test_under_a_torch_older_than_the_floor_the_error_names_both(tmp_path):
+    make_stable(tmp_path)
+    with pytest.raises(ImportError) as error:
+        _loader.select(_loader.find_builds(tmp_path), "2.9.1+cu128", "0.1.0")
+    message = str(error.value)
+    assert "needs torch>=2.10" in message and "torch 2.9.1+cu128 is installed" in message
+    assert "pip install 'torch>=2.10'" in message
+
+
+def test_a_per_torch_build_of_the_running_minor_wins_over_the_stable_one(tmp_path):
+    make_stable(tmp_path)
+    make_builds(tmp_path, ["2.13.0"])
+    builds = _loader.find_builds(tmp_path)
+    assert _loader.select(builds, "2.13.1").directory.name == "torch_2_13_0"
+    assert _loader.select(builds, "2.14.0").directory.name == "stable"
+
+
+@pytest.mark.parametrize("record", ['{"abi": "stable", "torch": "2.13.0"}', '{"abi": "stable", "floor": "x"}',
+                                    '{"abi": "other", "torch": "2.13.0"}'])
+def test_a_bad_stable_record_is_a_clear_import_error(tmp_path, record):
+    (tmp_path / "stable").mkdir()
+    (tmp_path / "stable" / "build.json").write_text(record)
+    with pytest.raises(ImportError, match=r"corrupt build record .*stable/build.json.*reinstall torch-segment-ops"):
+        _loader.find_builds(tmp_path)
+
+
+def test_a_missing_build_record_is_a_clear_import_error(tmp_path):
+    (tmp_path / "stable").mkdir()
+    (tmp_path / "stable" / "_C.so").write_bytes(b"")
+    with pytest.raises(ImportError, match=r"missing or corrupt build record .*stable/build.json \(FileNotFoundError"):
+        _loader.find_builds(tmp_path)
+
+
+def test_import_with_a_floor_above_the_running_torch(tmp_path):
+    """A copy of the installed package whose stable record claims a floor above the running torch."""
+    copy = tmp_path / "torch_segment_ops"
+    shutil.copytree(Path(torch_segment_ops.__file__).parent, copy)
+    (record,) = copy.glob("_builds/*/build.json")
+    record.write_text(json.dumps({"abi": "stable", "floor": "2.99", "torch": "2.99.0"}))
+    result = subprocess.run([sys.executable, "-c", "import torch_segment_ops"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    assert "needs torch>=2.99 (it is built on LibTorch's stable ABI" in result.stderr
+    assert f"torch {torch.__version__} is installed" in result.stderr

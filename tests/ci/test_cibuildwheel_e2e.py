@@ -11,7 +11,7 @@ from ci import container, matrix
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(bool(container.missing()), reason=f"cibuildwheel lane: {container.missing()}")]
-MINOR = matrix.load()["local"]["torch"][0]
+MINOR = matrix.build_torch().minor
 
 
 def leftovers():
@@ -41,10 +41,9 @@ def lane(tmp_path_factory):
 def test_real_cibuildwheel_builds_repairs_and_smoke_tests_the_wheel(lane):
     out, summary = lane
     (wheel,) = out.glob("*.whl")
-    assert wheel.name == f"torch_segment_ops-0.1.0+{matrix.torch(MINOR).label}-cp310-abi3-manylinux_2_34_x86_64.whl"
+    assert wheel.name == "torch_segment_ops-0.1.0-py3-none-manylinux_2_34_x86_64.whl"
     log = (out / "cibuildwheel.log").read_text()
     assert "python -m ci repair -w" in log  # our repair verb as repair-wheel-command
-    assert '"is_abi3": true' in log  # cibuildwheel's own abi3audit step
     assert "SMOKE OK" in log  # our smoke check as test-command, in a fresh venv in the container
     assert "STAND-IN image" in summary and "manylinux_2_34_x86_64" in summary
     assert leftovers() == ([], [])

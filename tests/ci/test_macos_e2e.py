@@ -12,41 +12,41 @@ from ci import audit, macho, macos, matrix, repair
 from ci.wheels import WheelInfo
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(macos.missing()), reason=f"macOS lane: {macos.missing()}")]
-MINORS = matrix.load()["local"]["macos_torch"]
+BUILD = matrix.build_torch()  # stable mode: the one build, against the build torch
 
 
-def built(macos_wheelhouse, minor):
-    (wheel,) = (macos_wheelhouse / "build").glob(f"*+{matrix.torch(minor).label}-*.whl")
+def built(macos_wheelhouse):
+    (wheel,) = (macos_wheelhouse / "build").glob("*.whl")
     return wheel
 
 
-def test_the_final_wheel_holds_every_build_for_the_declared_target(macos_wheelhouse):
-    (merged,) = macos_wheelhouse.glob("*.whl")
-    assert merged.name == f"torch_segment_ops-0.1.0-cp310-abi3-{macos.platform().wheel_platform}.whl"
-    assert audit.audit(merged) == []
-    info = WheelInfo.read(merged)
+def test_the_final_wheel_is_one_stable_build_for_the_declared_target(macos_wheelhouse):
+    (final,) = macos_wheelhouse.glob("*.whl")
+    assert final.name == f"torch_segment_ops-0.1.0-py3-none-{macos.platform().wheel_platform}.whl"
+    assert audit.audit(final) == []
+    info = WheelInfo.read(final)
     libraries = {n: c for n, c in info.files.items() if n.endswith(".so")}
-    assert sorted(libraries) == [f"torch_segment_ops/_builds/torch_{m.replace('.', '_')}/_C.abi3.so" for m in MINORS]
+    assert sorted(libraries) == ["torch_segment_ops/_builds/stable/_C.so"]
     for content in libraries.values():
         read = macho.read(content)
         assert read["cpu"] == "ARM64" and read["minos"] == macos.platform().deployment_target
         assert "/usr/lib/libc++.1.dylib" in read["dylibs"]  # the system C++ runtime, not zig's own
         assert {d for d in read["dylibs"] if not d.startswith("@rpath/")} == macho.SYSTEM_LIBRARIES
+        assert not [s for s, ordinal in read["undefined"] if not 1 <= ordinal <= len(read["dylibs"])]  # no lookup
 
 
 def test_same_files_and_metadata_as_the_linux_build(macos_wheelhouse, wheelhouse):
-    for minor in matrix.load()["local"]["torch"]:  # the Linux builds this session made
-        mac = WheelInfo.read(built(macos_wheelhouse, minor))
-        (linux_path,) = (wheelhouse / "build").glob(f"*+{matrix.torch(minor).label}-*.whl")
-        linux = WheelInfo.read(linux_path)
-        assert set(mac.files) - {f"{mac.dist_info}/RECORD"} == set(linux.files) - {f"{linux.dist_info}/RECORD"}
-        assert mac.files[f"{mac.dist_info}/METADATA"] == linux.files[f"{linux.dist_info}/METADATA"]
+    mac = WheelInfo.read(built(macos_wheelhouse))
+    (linux_path,) = (wheelhouse / "build").glob("*.whl")  # the Linux build this session made
+    linux = WheelInfo.read(linux_path)
+    assert set(mac.files) - {f"{mac.dist_info}/RECORD"} == set(linux.files) - {f"{linux.dist_info}/RECORD"}
+    assert mac.files[f"{mac.dist_info}/METADATA"] == linux.files[f"{linux.dist_info}/METADATA"]
 
 
 def test_delocate_needs_torch_on_the_library_path_and_repair_provides_it(macos_wheelhouse, tmp_path):
     """The bug our repair verb works around, on a real Mac too: delocate resolves @rpath before --exclude."""
-    wheel = built(macos_wheelhouse, MINORS[0])
-    lib_dir = macos.torch_tree(matrix.torch(MINORS[0]).pin) / "torch" / "lib"
+    wheel = built(macos_wheelhouse)
+    lib_dir = macos.torch_tree(BUILD.pin) / "torch" / "lib"
     with macos.delocate_tools():
         naive = subprocess.run(repair.command(wheel, tmp_path / "naive", lib_dir, "darwin"), capture_output=True,
                                text=True, env=repair.environment(lib_dir, "linux"))

@@ -49,6 +49,15 @@ def test_refuses_mismatched_inputs(tmp_path):
         merge.merge([a, c], tmp_path / "out")
 
 
+def test_refuses_stable_wheels(tmp_path):
+    stable = make_wheel(tmp_path, version="0.1.0", requires="torch>=2.10", tag="py3-none-manylinux_2_28_x86_64",
+                        builds={}, extra={"torch_segment_ops/_builds/stable/build.json":
+                                          b'{"abi": "stable", "floor": "2.10", "torch": "2.13.0"}',
+                                          "torch_segment_ops/_builds/stable/_C.so": b"library"})
+    with pytest.raises(SystemExit, match="holds a stable-ABI build, which is final"):
+        merge.merge([stable, per_torch(tmp_path, "2.14")], tmp_path / "out")
+
+
 def test_refuses_different_package_code(tmp_path):
     a = per_torch(tmp_path, "2.13")
     b = per_torch(tmp_path, "2.14", "1", extra={"torch_segment_ops/__init__.py": b"# another commit\n"})

@@ -1,6 +1,6 @@
-"""The real pipeline on this machine: per-torch wheels for the torch builds at
-hand (2.13 and 2.14), repaired, audited, merged, smoke-tested; plus the
-failure modes users hit. Slow (a few minutes), run by .ci/run."""
+"""The real pipeline on this machine: the one stable-ABI wheel, built against the build torch,
+repaired, audited and smoke-tested under each torch at hand (2.13 and 2.14); plus the failure
+modes users hit. Slow (a few minutes), run by .ci/run."""
 
 import shutil
 import subprocess
@@ -17,42 +17,45 @@ from tests.old_names import members, old_names
 pytestmark = pytest.mark.slow
 
 
-def per_torch(wheelhouse, minor):
-    label = matrix.torch(minor).label
-    (wheel,) = (wheelhouse / "per-torch").glob(f"*+{label}-*.whl")
+# The newest torch below the floor: a real one, from the registry (several GB once, then cached).
+BELOW_FLOOR = "2.9.1"
+
+
+def final(wheelhouse):
+    (wheel,) = wheelhouse.glob("*.whl")
     return wheel
 
 
-def test_merged_wheel_holds_every_local_build_and_passes_audit(wheelhouse):
-    (merged,) = wheelhouse.glob("*.whl")
-    assert "+" not in merged.name and merged.name.endswith("-cp310-abi3-manylinux_2_34_x86_64.whl")
-    assert audit.audit(merged) == []
-    with zipfile.ZipFile(merged) as zf:
-        builds = sorted(n.split("/")[2] for n in zf.namelist() if n.endswith("build.json"))
-    assert builds == [f"torch_{m.replace('.', '_')}" for m in matrix.load()["local"]["torch"]]
+def test_the_final_wheel_is_one_stable_build_and_passes_audit(wheelhouse):
+    wheel = final(wheelhouse)
+    floor = matrix.torch_floor()
+    assert wheel.name == "torch_segment_ops-0.1.0-py3-none-manylinux_2_34_x86_64.whl"
+    assert audit.audit(wheel) == []
+    info = WheelInfo.read(wheel)
+    assert info.records == {"stable": {"abi": "stable", "floor": floor, "torch": "2.13.0+cpu"}}
+    assert str(info.torch_requirement) == f"torch>={floor}"
+    assert not (wheelhouse / "per-torch").exists() or not list((wheelhouse / "per-torch").iterdir())  # no merge
 
 
 @pytest.mark.parametrize("minor", matrix.load()["local"]["torch"])
-def test_merged_wheel_smoke_under_each_torch(wheelhouse, minor):
-    (merged,) = wheelhouse.glob("*.whl")
-    result = smoke.smoke(merged, matrix.load()["local"]["python"], matrix.torch(minor).pin)
+def test_the_same_wheel_smoke_under_each_torch(wheelhouse, minor):
+    result = smoke.smoke(final(wheelhouse), matrix.load()["local"]["python"], matrix.torch(minor).pin)
     assert result.ok, result.output
-    assert f"build torch_{minor.replace('.', '_')}" in result.output
+    assert f"torch {matrix.torch(minor).pin}" in result.output and "build stable" in result.output
 
 
-def test_per_torch_wheel_under_another_torch_fails_clearly(wheelhouse):
-    wheel = per_torch(wheelhouse, "2.13")
-    with smoke.wheel_env(wheel, "3.11", matrix.torch("2.14").pin) as env:
+def test_under_a_torch_older_than_the_floor_the_import_fails_clearly(wheelhouse):
+    with smoke.wheel_env(final(wheelhouse), "3.11", BELOW_FLOOR, registry=True) as env:
         proc = subprocess.run([str(env.python), "-c", "import torch_segment_ops"], capture_output=True, text=True,
                               cwd="/")
     assert proc.returncode == 1, proc.stderr  # an exception, not a crash (a signal gives a negative code)
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: torch_segment_ops 0.1.0+pt213 was built for torch 2.13, but torch 2.14.1")
-    assert "pip install 'torch==2.13.*'" in last and "undefined symbol" not in proc.stderr
+    assert last.startswith(f"ImportError: torch_segment_ops 0.1.0 needs torch>={matrix.torch_floor()}"), last
+    assert f"torch {BELOW_FLOOR}" in last and "undefined symbol" not in proc.stderr
 
 
 def test_audit_rejects_a_wheel_with_grafted_torch(wheelhouse, tmp_path):
-    good = per_torch(wheelhouse, "2.13")
+    good = final(wheelhouse)
     broken = tmp_path / good.name
     with zipfile.ZipFile(good) as src, WheelFile(broken, "w") as dst:
         for info in src.infolist():
@@ -73,8 +76,8 @@ def envs_torch_lib(minor):
 def test_builds_are_reproducible(wheelhouse, tmp_path, monkeypatch):
     """Same commit, same SOURCE_DATE_EPOCH, another source folder: byte-identical wheel."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    first = next((wheelhouse / "build").glob("*+pt213-*.whl"))
-    again = build.build("2.13", tmp_path / "again")
+    first = next((wheelhouse / "build").glob("*.whl"))
+    again = build.build(matrix.build_torch().minor, tmp_path / "again")
     assert again.name == first.name
     assert again.read_bytes() == first.read_bytes()
     shutil.rmtree(tmp_path / "again")
@@ -82,8 +85,8 @@ def test_builds_are_reproducible(wheelhouse, tmp_path, monkeypatch):
 
 def test_no_old_name_in_any_wheel_and_each_names_our_repository(wheelhouse):
     """The rename is complete, and each wheel's metadata lets release-guard prove the name is ours."""
-    wheels = [*wheelhouse.glob("*.whl"), *(wheelhouse / "per-torch").glob("*.whl")]
-    assert len(wheels) == 1 + len(matrix.load()["local"]["torch"])
+    wheels = [*wheelhouse.glob("*.whl"), *(wheelhouse / "build").glob("*.whl")]
+    assert len(wheels) == 2
     for wheel in wheels:
         assert old_names(wheel) == [], wheel.name
         metadata = next(data for name, data in members(wheel).items() if name.endswith(".dist-info/METADATA"))
@@ -106,7 +109,7 @@ def retagged(wheel, tmp_path, platform):
 
 def test_audit_rejects_a_tag_that_promises_an_older_glibc_or_another_arch(wheelhouse, tmp_path):
     """Built here against glibc 2.36 (it needs GLIBC_2.32+), the wheel must not claim manylinux_2_28."""
-    (merged,) = wheelhouse.glob("*.whl")
+    merged = final(wheelhouse)
     old_glibc = audit.check_elf_platform(WheelInfo.read(retagged(merged, tmp_path, "manylinux_2_28_x86_64")))
     assert old_glibc and all("needs GLIBC_2.3" in p and "promises glibc 2.28" in p for p in old_glibc), old_glibc
     other_arch = audit.check_elf_platform(WheelInfo.read(retagged(merged, tmp_path, "manylinux_2_34_aarch64")))
