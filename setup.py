@@ -100,7 +100,8 @@ class BuildWithRecord(BuildExtension if torch else object):
         super().run()
         for ext in self.extensions:
             record = Path(self.get_ext_fullpath(ext.name)).parent / "build.json"
-            record.write_text(json.dumps({"abi": "stable", "floor": FLOOR, "torch": torch.__version__}, indent=2) + "\n")
+            record.write_text(json.dumps({"abi": "stable", "floor": FLOOR, "torch": torch.__version__}, indent=2)
+                              + "\n")
 
 
 class PlatformWheel(bdist_wheel):

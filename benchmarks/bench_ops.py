@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from shapes import make_lengths
 
 import torch_segment_ops as ts
-from shapes import make_lengths
 
 try:  # optional: torch-scatter's segment_csr, when installed
     import torch_scatter

@@ -188,15 +188,15 @@ CPYTHON = re.compile(r"_?_?Py[A-Z_]")
 
 
 def undefined_symbols(content: bytes) -> list[str]:
-    """`nm --undefined-only -C` of a library (ELF: its dynamic symbols), demangled."""
+    """`nm --undefined-only -C -j` of a library (ELF: its dynamic symbols), demangled, names only."""
     elf = content[:4] == b"\x7fELF"
     nm = "nm" if elf else (shutil.which("llvm-nm") or "nm")  # GNU nm cannot read Mach-O
     with tempfile.NamedTemporaryFile() as tmp:
         tmp.write(content)
         tmp.flush()
-        out = subprocess.run([nm, *(["-D"] if elf else []), "--undefined-only", "-C", tmp.name],
+        out = subprocess.run([nm, *(["-D"] if elf else []), "--undefined-only", "-C", "-j", tmp.name],
                              capture_output=True, text=True, check=True).stdout
-    return [line.split(None, 1)[1] for line in out.splitlines() if line.strip()]
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def check_stable_abi(wheel: WheelInfo) -> list[str]:

@@ -8,7 +8,6 @@ Unpacking and packing go through `wheel`'s WheelFile (which writes RECORD).
 
 from __future__ import annotations
 
-import re
 import zipfile
 from pathlib import Path
 

@@ -1,7 +1,7 @@
 """The Linux arm64 wheel built, repaired, audited and smoke-tested on this x86_64 machine under
 qemu emulation (`python -m ci local --arch aarch64`): the one stable build, run under each torch of
-[local] aarch64_torch. Slow (~2 min cached, ~8 min cold: two aarch64 torch downloads); skipped, with the reason, where root or
-binfmt_misc are missing."""
+[local] aarch64_torch. Slow (~2 min cached, ~8 min cold: two aarch64 torch downloads); skipped,
+with the reason, where root or binfmt_misc are missing."""
 
 import io
 import zipfile
