@@ -48,19 +48,22 @@ def main() -> None:
     lines = ["### Install: wheel vs sdist", "",
              f"`pip install --no-deps` into a fresh env over torch {base.path.name}, this machine (2 cores):", "",
              "| what | seconds |", "|---|---|",
-             f"| merged wheel ({merged.name}) | {wheel_s:.2f} |",
+             f"| final wheel ({merged.name}) | {wheel_s:.2f} |",
              f"| sdist ({sdist.name}, compiles the extension) | {sdist_s:.1f} |",
              f"| ratio | **{sdist_s / wheel_s:.0f}x** |",
              f"| (pip's own start-up, `pip --version`, included in both) | {pip_s:.2f} |", "",
              "### Wheel sizes", "", "| wheel | KiB |", "|---|---|"]
-    for wheel in sorted(wheelhouse.glob("per-torch/*.whl")) + [merged]:
+    for wheel in [merged]:
         lines.append(f"| {wheel.name} | {wheel.stat().st_size / 1024:.0f} |")
     plats, torches = matrix.platforms(), matrix.torches()
     naive = len(plats) * sum(len(t.python) for t in torches)
+    builds = len(matrix.build_cells("release"))
+    how = ("one stable-ABI build per platform, serving every torch from the floor" if matrix.abi() == "stable"
+           else "one abi3 build per platform and torch")
     lines += ["", "### Compiles per release", "",
-              f"{len(plats)} platforms x {len(torches)} torch minors = **{len(plats) * len(torches)} builds** "
-              f"(one abi3 build per platform and torch, reused for every CPython), versus {naive} for a "
-              "build per (platform, CPython, torch).", ""]
+              f"ABI mode {matrix.abi()}: **{builds} builds** for {len(plats)} platforms x {len(torches)} torch minors "
+              f"({how}, reused for every CPython); per-torch mode would need {len(plats) * len(torches)}, and a "
+              f"build per (platform, CPython, torch) {naive}.", ""]
     text = "\n".join(["# Pipeline measurements", "", "Command: `python3.11 -m ci bench --pipeline` "
                       "(after `python3.11 -m ci local`).", "", *lines])
     print(text)
