@@ -1,9 +1,10 @@
-"""`local --matrix`: one final linux x86_64 wheel with a build for every declared
-torch, verified natively in a clean env per (CPython, torch) cell. torch builds
-not on local disk come from the registry (CUDA builds, GBs, cached; they run on
-the CPU). Slow; run by .ci/run."""
+"""`local --matrix`: the ONE stable linux x86_64 wheel, built once, verified natively in a clean env
+per (CPython, torch) cell by the smoke check and the op test suite: every declared torch from the
+floor (2.10) to 2.15 on CPython 3.11, and CPython 3.10/3.12/3.13. torch builds not on local disk
+come from the registry (CUDA builds, GBs, cached; they run on the CPU). Slow; run by .ci/run."""
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -28,18 +29,29 @@ def test_from_registry_only_for_what_is_not_on_disk():
     assert matrix.from_registry("3.12", matrix.torch(local["torch"][0]).pin)
 
 
+def test_the_cells_start_at_the_floor():
+    assert [t.minor for py, t in CELLS if py == matrix.load()["local"]["python"]][0] == matrix.torch_floor()
+
+
 @pytest.fixture(scope="module")
-def matrix_wheelhouse(tmp_path_factory):
+def matrix_lane(tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix")
-    print(local.run(out, cells="matrix"))
-    return out
+    table = local.run(out, cells="matrix")
+    print(table)
+    return out, table
 
 
-def test_every_cell_ran_the_final_wheel_natively(matrix_wheelhouse):
-    (merged,) = matrix_wheelhouse.glob("*.whl")
-    with zipfile.ZipFile(merged) as zf:
+def test_every_cell_ran_the_op_tests_on_the_same_wheel_natively(matrix_lane):
+    out, table = matrix_lane
+    (final,) = out.glob("*.whl")
+    with zipfile.ZipFile(final) as zf:
         builds = sorted(n.split("/")[2] for n in zf.namelist() if n.endswith("build.json"))
-    assert builds == [f"torch_{t.minor.replace('.', '_')}" for t in matrix.torches()]
-    records = json.loads((matrix_wheelhouse / "verification-native-matrix.json").read_text())
+    assert builds == ["stable"]  # built once ...
+    records = json.loads((out / "verification-native-matrix.json").read_text())
     assert sorted((r["python"], r["torch"]) for r in records) == sorted((py, t.minor) for py, t in CELLS)
     assert {(r["method"], r["result"]) for r in records} == {(report.NATIVE, "passed")}
+    rows = [line for line in table.splitlines() if line.startswith("| op tests")]
+    assert len(rows) == len(CELLS)  # ... and the op test suite passed under each (CPython, torch)
+    for (python, t), row in zip(CELLS, rows):
+        assert f"torch {t.pin}" in row and f"python {python}." in row and "build stable" in row
+        assert re.search(r"op tests: \d+ passed", row) and "failed" not in row, row
