@@ -2,6 +2,8 @@
 // shifted by the segment max for numerical stability.
 #include "segment.h"
 
+#include <type_traits>
+
 namespace torch_segment_ops {
 namespace {
 
@@ -28,8 +30,14 @@ Tensor segment_softmax_cpu(const Tensor& src, const Tensor& indptr) {
     };
     reduce_segments<acc_t, ExtremeOp<acc_t, true, false>>(p, N, E, F, load_x, store_max);
 
+    // exp is the costly part. float/double: the sum pass writes exp(x - max) into the output as it
+    // sums it, and the last pass only scales it. Half types: exp stays in float and is computed
+    // again in the last pass, rather than rounded to half twice.
+    constexpr bool kKeepExp = std::is_same_v<scalar_t, acc_t>;
     auto load_exp = [=](int64_t s, int64_t r, int64_t f) {
-      return fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+      const acc_t e = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+      if constexpr (kKeepExp) yp[r * F + f] = e;
+      return e;
     };
     auto store_inv_sum = [=](int64_t s, int64_t, const acc_t* acc, const int64_t*) {
       for (int64_t f = 0; f < F; ++f) zp[s * F + f] = acc_t(1) / acc[f];
@@ -42,8 +50,12 @@ Tensor segment_softmax_cpu(const Tensor& src, const Tensor& indptr) {
         while (p[s + 1] <= r) ++s;
         TORCH_SEGMENT_OPS_SIMD
         for (int64_t f = 0; f < F; ++f) {
-          const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
-          yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
+          if constexpr (kKeepExp) {
+            yp[r * F + f] *= zp[s * F + f];
+          } else {
+            const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
+            yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
+          }
         }
       }
     });
