@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
 
 import torch  # noqa: E402
+from bench_pipeline import timed_install  # noqa: E402
 from shapes import make_lengths  # noqa: E402
 
 from ci import build, envs, matrix  # noqa: E402
@@ -58,14 +59,6 @@ def library(wheel: Path, folder: Path) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         (name,) = [n for n in zf.namelist() if n.endswith(".so")]
         return Path(zf.extract(name, folder))
-
-
-def timed_install(base: envs.Env, wheel: Path) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = envs.overlay_env(base, "bench", path=Path(tmp) / "env")
-        start = time.perf_counter()
-        env.pip("install", "-q", "--no-deps", "--no-index", str(wheel))
-        return time.perf_counter() - start
 
 
 class Case:
@@ -154,7 +147,7 @@ def main() -> None:
         torch.ops.load_library(str(library(aten_wheel, tmp / "lib-aten")))
         torch.ops.load_library(str(library(stable_wheel, tmp / "lib-stable")))
         base = envs.base_env(python, t.pin)
-        install = {name: min(timed_install(base, w) for _ in range(3)) for name, w in
+        install = {name: min(timed_install(base, w, []) for _ in range(3)) for name, w in
                    (("ATen", aten_wheel), ("stable", stable_wheel))}
         sizes_kib = {"ATen": aten_wheel.stat().st_size / 1024, "stable": stable_wheel.stat().st_size / 1024}
         kernels, stable_ms = kernel_table(sizes, feats, threads, repeats)

@@ -46,10 +46,9 @@ def check_tags(wheel: WheelInfo, expect_platform: str | None = None) -> list[str
     if len(wheel.tags) != 1:
         return [f"expected exactly one tag, got {sorted(map(str, wheel.tags))}"]
     tag = next(iter(wheel.tags))
-    expected = ("py3", "none") if wheel.stable else ("cp" + matrix.load()["package"]["python_floor"].replace(".", ""),
-                                                       "abi3")
-    if (tag.interpreter, tag.abi) != expected:
-        problems.append(f"expected tag {'-'.join(expected)}, got {tag.interpreter}-{tag.abi}")
+    expected = matrix.wheel_tag_prefix(matrix.STABLE if wheel.stable else matrix.PER_TORCH)
+    if f"{tag.interpreter}-{tag.abi}" != expected:
+        problems.append(f"expected tag {expected}, got {tag.interpreter}-{tag.abi}")
     if expect_platform and tag.platform != expect_platform:
         problems.append(f"expected platform {expect_platform}, got {tag.platform}")
     if not tag.platform.startswith(("manylinux_", "macosx_")):

@@ -82,21 +82,16 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: 
     if arch == "macos-arm64":
         return run_macos(out, minors or local["macos_torch"])
     torches = [matrix.torch(m) for m in minors or local["torch"]]
-    return run_native(out, builds_for(torches), [(local["python"], t) for t in torches], "native",
+    return run_native(out, matrix.builds_for(torches), [(local["python"], t) for t in torches], "native",
                       "Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 "
                       "container and reaches manylinux_2_28.")
-
-
-def builds_for(torches: list[matrix.Torch]) -> list[matrix.Torch]:
-    """What to compile to serve these torch minors: the one build torch (stable mode) or each of them."""
-    return [matrix.build_torch()] if matrix.abi() == matrix.STABLE else torches
 
 
 def run_matrix(out: Path) -> str:
     """The final wheel (stable: the one build; per-torch: a build for every declared torch), tested in
     every cell of matrix.local_matrix_cells() (torch not on disk comes from the registry): in stable
     mode each cell runs the op test suite against the same wheel file, not only the smoke check."""
-    return run_native(out, builds_for(matrix.torches()), matrix.local_matrix_cells(), "native-matrix",
+    return run_native(out, matrix.builds_for(matrix.torches()), matrix.local_matrix_cells(), "native-matrix",
                       "Reached {tag} on this machine; every cell above ran natively here (CUDA builds of torch "
                       "from the registry run on the CPU).", op_tests=matrix.abi() == matrix.STABLE)
 
@@ -130,7 +125,7 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
         return None, output.splitlines()[0] + " | " + output.splitlines()[1]
 
     return pipeline(
-        out, builds_for(torches),
+        out, matrix.builds_for(torches),
         build=lambda t, dist: aarch64.build(t.minor, dist),
         lib_dir=lambda t: aarch64.torch_site(t.pin) / "torch" / "lib",
         smoke_cells=[(f"smoke cp{aarch64.PYTHON} torch {t.pin} (qemu)", lambda w, t=t: emulated_smoke(w, t),
@@ -146,7 +141,7 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
 def run_macos(out: Path, minors: list[str]) -> str:
     from . import macos
 
-    torches = builds_for([matrix.torch(m) for m in minors])
+    torches = matrix.builds_for([matrix.torch(m) for m in minors])
     with macos.delocate_tools():
         return pipeline(
             out, torches,

@@ -79,13 +79,13 @@ def build_torch(data: dict | None = None) -> Torch:
     return found[0]
 
 
-def wheel_tag_prefix(data: dict | None = None) -> str:
-    """interpreter-abi of the final wheels: py3-none (stable: no CPython symbol at all) or
-    cp3X-abi3 (per-torch: torch's BuildExtension compiles with Py_LIMITED_API of the floor)."""
-    data = data or load()
-    if abi(data) == STABLE:
+def wheel_tag_prefix(mode: str | None = None) -> str:
+    """interpreter-abi of a wheel of `mode` (default: the declared one): py3-none (stable: no
+    CPython symbol at all) or cp3X-abi3 (per-torch: torch's BuildExtension compiles with
+    Py_LIMITED_API of the floor)."""
+    if (mode or abi()) == STABLE:
         return "py3-none"
-    return "cp" + data["package"]["python_floor"].replace(".", "") + "-abi3"
+    return "cp" + load()["package"]["python_floor"].replace(".", "") + "-abi3"
 
 
 def platforms(data: dict | None = None) -> list[Platform]:
@@ -141,9 +141,9 @@ def scope_torches(scope: str, data: dict | None = None) -> list[Torch]:
     return all_torches[-1:] if rule == "newest" else all_torches
 
 
-def build_torches(scope: str) -> list[Torch]:
-    """What a scope compiles per platform: the build torch (stable) or each verified minor (per-torch)."""
-    return [build_torch()] if abi() == STABLE else scope_torches(scope)
+def builds_for(torches: list[Torch]) -> list[Torch]:
+    """What to compile to serve these torch minors: the one build torch (stable mode) or each of them."""
+    return [build_torch()] if abi() == STABLE else torches
 
 
 def cibw_build_selector(t: Torch) -> str:
@@ -173,7 +173,7 @@ def build_cells(scope: str) -> list[dict]:
             "artifact": artifact_name(p, None if stable else t),  # a stable build is already final
         }
         for p in platforms()
-        for t in build_torches(scope)
+        for t in builds_for(scope_torches(scope))
     ]
 
 

@@ -5,7 +5,6 @@ shown by `local --matrix` (tests/ci/test_local_matrix_e2e.py)."""
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import torch.utils.cpp_extension
 from ci import matrix
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SETUP = (ROOT / "setup.py").read_text()
 
 

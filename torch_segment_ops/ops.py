@@ -103,10 +103,11 @@ def _check_cpu(op: str, **tensors: Tensor) -> None:
 
 def _call(op: str, *args):
     """torch.ops.torch_segment_ops.<op>(*args), its argument errors re-raised as ValueError."""
+    kernel = getattr(_ops, op)
     if torch.compiler.is_compiling():
-        return getattr(_ops, op)(*args)
+        return kernel(*args)
     try:
-        return getattr(_ops, op)(*args)
+        return kernel(*args)
     except RuntimeError as error:
         message = str(error)
         start = message.find(f"{op}(): expected `")
