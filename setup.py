@@ -6,11 +6,19 @@ the library registers its ops with torch (STABLE_TORCH_LIBRARY) and uses no
 CPython symbol, so the wheel is tagged ``py3-none-<platform>`` and requires
 ``torch>=<floor>``. Build without isolation so that torch comes from your env:
     pip install --no-build-isolation .
+
+CUDA kernels: with TORCH_SEGMENT_OPS_CUDA_DIR naming a folder of CUDA toolkits
+(``<dir>/<major>/bin/nvcc``, as ``python -m ci install-cuda <dir>`` lays them
+out), one more library per toolkit, ``_builds/cu<major>/_C.so``, holds the CUDA
+kernels for the GPU architectures ci/matrix.toml declares for that major. It
+links only the CUDA runtime (libcudart.so.<major>, which torch's own nvidia-*
+packages provide at run time) and needs no CUDA build of torch to compile.
 """
 
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,8 +32,8 @@ except ImportError:  # CPython 3.10
 
 ROOT = Path(__file__).parent.resolve()
 VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
-PACKAGE = tomllib.loads((ROOT / "ci" / "matrix.toml").read_text())["package"]
-FLOOR = PACKAGE["torch_floor"]
+DECLARATION = tomllib.loads((ROOT / "ci" / "matrix.toml").read_text())
+FLOOR = DECLARATION["package"]["torch_floor"]
 # The sdist is source only (no torch needed); the build backend
 # (_build_backend/backend.py) says so. Everything else compiles against torch.
 SOURCE_ONLY = os.environ.get("TORCH_SEGMENT_OPS_BUILDING") == "sdist"
@@ -72,21 +80,75 @@ def link_args():
     return []
 
 
+def cuda_toolkits() -> dict[str, Path]:
+    """CUDA major -> toolkit root, from TORCH_SEGMENT_OPS_CUDA_DIR (none when unset)."""
+    folder = os.environ.get("TORCH_SEGMENT_OPS_CUDA_DIR")
+    if not folder:
+        return {}
+    found = {p.name: p.resolve() for p in sorted(Path(folder).iterdir()) if (p / "bin" / "nvcc").is_file()}
+    undeclared = set(found) - set(DECLARATION.get("cuda", {}))
+    if not found or undeclared:
+        sys.exit(f"TORCH_SEGMENT_OPS_CUDA_DIR={folder}: expected toolkits <major>/bin/nvcc for the CUDA majors "
+                 f"declared in ci/matrix.toml ({', '.join(DECLARATION.get('cuda', {})) or 'none'}), found "
+                 f"{', '.join(found) or 'none'} (`python -m ci install-cuda {folder}` installs them)")
+    return found
+
+
+def nvcc_version(toolkit: Path) -> str:
+    out = subprocess.run([str(toolkit / "bin" / "nvcc"), "--version"], capture_output=True, text=True, check=True)
+    return re.search(r"release (\d+\.\d+)", out.stdout)[1]
+
+
+def gencode_args(major: str) -> list[str]:
+    """Machine code for each declared architecture, and PTX of the newest so newer GPUs can JIT it."""
+    spec = DECLARATION["cuda"][major]
+    args = []
+    for arch in spec["archs"]:
+        sm = arch.replace(".", "")
+        args += ["-gencode", f"arch=compute_{sm},code=sm_{sm}"]
+    ptx = spec["ptx"].replace(".", "")
+    return args + ["-gencode", f"arch=compute_{ptx},code=compute_{ptx}"]
+
+
+def nvcc_args(major: str) -> list[str]:
+    cxx = [a for a in compile_args() if a not in ("-fopenmp-simd",)] + ["-fPIC"]
+    host_compiler = ["-ccbin", os.environ["CXX"]] if os.environ.get("CXX") else []  # e.g. a cross compiler
+    return [*host_compiler, "-std=c++17", "-O3", "--expt-relaxed-constexpr",
+            f"-DTORCH_TARGET_VERSION={target_version()}",
+            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+            "-Xcompiler", ",".join(cxx), *gencode_args(major)]
+
+
+def cuda_extension(major: str, toolkit: Path):
+    libs = [str(toolkit / d) for d in ("lib64", "lib") if (toolkit / d).is_dir()]
+    ext = CppExtension(
+        name=f"torch_segment_ops._builds.cu{major}._C",
+        # the C++ part; the .cu files are compiled by nvcc in BuildWithRecord.build_extension
+        sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cuda").glob("*.cpp")),
+        include_dirs=[str(ROOT / "csrc")],
+        extra_compile_args=compile_args(),
+        library_dirs=libs,
+        extra_link_args=[*link_args(), f"-l:libcudart.so.{major}"],
+        py_limited_api=True,
+    )
+    ext.cuda = (major, toolkit)
+    return ext
+
+
 def get_extensions():
     if torch is None:
         return []
     if version_tuple(torch.__version__) < version_tuple(FLOOR):
         sys.exit(f"torch-segment-ops needs torch>={FLOOR} to build (its stable ABI floor); found {torch.__version__}")
-    return [
-        CppExtension(
-            name="torch_segment_ops._builds.stable._C",
-            sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")),
-            include_dirs=[str(ROOT / "csrc")],
-            extra_compile_args=compile_args(),
-            extra_link_args=link_args(),
-            py_limited_api=True,  # no libtorch_python; the library uses no CPython API at all
-        )
-    ]
+    cpu = CppExtension(
+        name="torch_segment_ops._builds.stable._C",
+        sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp")),
+        include_dirs=[str(ROOT / "csrc")],
+        extra_compile_args=compile_args(),
+        extra_link_args=link_args(),
+        py_limited_api=True,  # no libtorch_python; the library uses no CPython API at all
+    )
+    return [cpu] + [cuda_extension(major, toolkit) for major, toolkit in cuda_toolkits().items()]
 
 
 class BuildWithRecord(BuildExtension if torch else object):
@@ -96,12 +158,41 @@ class BuildWithRecord(BuildExtension if torch else object):
     def get_ext_filename(self, fullname):
         return str(Path(*fullname.split("."))) + ".so"
 
+    def build_extension(self, ext):
+        if hasattr(ext, "cuda"):
+            ext.extra_objects = self.compile_cuda(ext)
+        super().build_extension(ext)
+
+    def compile_cuda(self, ext) -> list[str]:
+        """csrc/cuda/*.cu to object files with the toolkit's nvcc, all at once (processes started from
+        this thread: forking from worker threads can hang under qemu-user, which the aarch64 lane uses)."""
+        major, toolkit = ext.cuda
+        out_dir = Path(self.build_temp) / f"cu{major}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        include = [f"-I{ROOT / 'csrc'}", *(f"-I{d}" for d in torch.utils.cpp_extension.include_paths())]
+        jobs = []
+        for source in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
+            obj = out_dir / (source.stem + ".o")
+            cmd = [str(toolkit / "bin" / "nvcc"), "-c", str(source), "-o", str(obj), *include, *nvcc_args(major)]
+            print(" ".join(cmd), flush=True)
+            jobs.append((subprocess.Popen(cmd), cmd, str(obj)))
+        failed = [cmd for process, cmd, _ in jobs if process.wait() != 0]
+        if failed:
+            raise RuntimeError(f"nvcc failed: {' '.join(failed[0])}")
+        return [obj for _, _, obj in jobs]
+
     def run(self):
         super().run()
         for ext in self.extensions:
-            record = Path(self.get_ext_fullpath(ext.name)).parent / "build.json"
-            record.write_text(json.dumps({"abi": "stable", "floor": FLOOR, "torch": torch.__version__}, indent=2)
-                              + "\n")
+            record = {"abi": "stable", "floor": FLOOR, "torch": torch.__version__}
+            if hasattr(ext, "cuda"):
+                major, toolkit = ext.cuda
+                spec = DECLARATION["cuda"][major]
+                record.update(cuda=nvcc_version(toolkit), cuda_torch=spec["torch"],
+                              archs=[f"sm_{a.replace('.', '')}" for a in spec["archs"]],
+                              ptx=f"compute_{spec['ptx'].replace('.', '')}")
+            path = Path(self.get_ext_fullpath(ext.name)).parent / "build.json"
+            path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 class PlatformWheel(bdist_wheel):

@@ -25,7 +25,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import envs, matrix
+from . import cuda, envs, matrix
 from .build import IGNORED, source_date_epoch
 from .envs import ROOT, log
 
@@ -171,6 +171,29 @@ def requirement_lines(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
+def cuda_toolkits() -> dict[str, str]:
+    """The build environment for the CUDA builds linux-aarch64 declares: /opt/cuda/<major> in the
+    rootfs holds the host's nvcc and NVVM (x86_64: they run natively there, like the cross g++, and
+    nvcc compiles the host code with it: setup.py passes $CXX as -ccbin), with the headers and the
+    aarch64 CUDA runtime to link against (the same hash-pinned packages, installed for aarch64)."""
+    majors = matrix.platform("linux-aarch64").cuda if matrix.abi() == matrix.STABLE else ()
+    for major in majors:
+        target = rootfs() / "opt" / "cuda" / major
+        spec = cuda.lock_file(major).read_text()
+        if _stamped(target, spec):
+            continue
+        host = (cuda.install(cuda.cache(), (major,)) / major).resolve()
+        arm = site(f"cuda-{major}-aarch64", ["-r", str(cuda.lock_file(major))]) / "nvidia" / f"cu{major}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(arm), str(target)], check=True)
+        for part in ("bin", "nvvm"):
+            shutil.rmtree(target / part)
+            subprocess.run(["cp", "-al", str(host / part), str(target / part)], check=True)
+        _stamp(target, spec)
+    return {cuda.CUDA_DIR_VARIABLE: "/opt/cuda"} if majors else {}
+
+
 def torch_site(pin: str) -> Path:
     return site(f"torch-{pin}", [f"torch=={pin}", "numpy==2.4.6"])
 
@@ -185,7 +208,7 @@ def build(minor: str, out: Path) -> Path:
     shutil.copytree(ROOT, work / "src", ignore=IGNORED)
     env = {"PYTHONPATH": f"/opt/{build_dir.name}:/opt/{torch_dir.name}", "CC": "aarch64-linux-gnu-gcc",
            "CXX": "aarch64-linux-gnu-g++", "MAX_JOBS": str(os.cpu_count() or 2),
-           "SOURCE_DATE_EPOCH": source_date_epoch()}
+           "SOURCE_DATE_EPOCH": source_date_epoch(), **cuda_toolkits()}
     log(f"building the aarch64 wheel for torch {t.pin} (emulated CPython, native cross g++) ...")
     with mounted():
         result = chroot(["python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", "/work/dist",

@@ -24,6 +24,7 @@ from packaging.utils import canonicalize_name
 from wheel.wheelfile import WheelError
 
 from . import macho, matrix
+from .repair import CUDA_LIBRARIES
 from .wheels import WheelInfo, torch_minor, unsafe_entries
 
 # What torch ships and loads itself: never to be grafted into our wheel, and
@@ -33,6 +34,10 @@ TORCH_LIBRARIES = ["libtorch*", "libc10*", "libshm*", "libgomp*", "libomp*", "li
 
 def is_torch_library(name: str) -> bool:
     return any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in TORCH_LIBRARIES)
+
+
+def is_cuda_library(name: str) -> bool:
+    return any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in CUDA_LIBRARIES)
 
 
 def is_grafted(name: str) -> bool:
@@ -110,19 +115,85 @@ def allowed_libraries(policy: str) -> set[str]:
     raise ValueError(f"unknown manylinux policy {policy}")
 
 
+def needed(elf: ELFFile) -> list[str]:
+    return [tag.needed for section in elf.iter_sections() if isinstance(section, DynamicSection)
+            for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
+
+
 def check_libraries(wheel: WheelInfo) -> list[str]:
-    """Nothing of torch grafted; every ELF dependency is policy, torch or grafted."""
+    """Nothing of torch or CUDA grafted; every ELF dependency is policy, torch or grafted, and a CUDA
+    build's (only) CUDA dependency is the runtime of its own CUDA major."""
     problems = [f"grafted torch/OpenMP library {n}" for n in wheel.files if is_grafted(n) and is_torch_library(n)]
+    problems += [f"grafted CUDA library {n}" for n in wheel.files if is_grafted(n) and is_cuda_library(n)]
     if not wheel.platform.startswith("manylinux_"):
         return problems
     allowed = allowed_libraries(wheel.platform) | {Path(n).name for n in wheel.files if is_grafted(n)}
     allowed |= {"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}  # the dynamic loader: part of glibc
+    cuda = {f"{wheel.package}/_builds/{name}/": record["cuda"].split(".")[0]
+            for name, record in wheel.cuda_records.items()}
     for name, elf in elf_files(wheel).items():
-        for section in elf.iter_sections():
-            if isinstance(section, DynamicSection):
-                for tag in section.iter_tags():
-                    if tag.entry.d_tag == "DT_NEEDED" and not (tag.needed in allowed or is_torch_library(tag.needed)):
-                        problems.append(f"{name} needs {tag.needed}: neither in the {wheel.platform} policy nor torch")
+        major = next((m for folder, m in cuda.items() if name.startswith(folder)), None)
+        for library in needed(elf):
+            if library in allowed or is_torch_library(library):
+                continue
+            if major and library == f"libcudart.so.{major}":
+                continue
+            problems.append(f"{name} needs {library}: " + (
+                f"a CUDA {major} build may link only libcudart.so.{major}" if major
+                else f"neither in the {wheel.platform} policy nor torch"))
+    return problems
+
+
+def cuobjdump() -> str | None:
+    """cuobjdump on PATH, else the one of the nvidia-cuda-cuobjdump package (ci/requirements-pipeline.txt)."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    return next((str(p) for base in nvidia.__path__ for p in sorted(Path(base).glob("cu*/bin/cuobjdump"))), None)
+
+
+def fatbin_listing(content: bytes, what: str) -> list[str]:
+    """The cubin (--list-elf) or PTX (--list-ptx) architectures in a library's fatbin: sm_90, ..."""
+    with tempfile.NamedTemporaryFile(suffix=".so") as tmp:
+        tmp.write(content)
+        tmp.flush()
+        result = subprocess.run([cuobjdump(), f"--list-{what}", tmp.name], capture_output=True, text=True)
+    if result.returncode != 0:
+        return []  # no fatbin at all
+    return sorted(set(re.findall(r"\.(sm_\d+a?)\.(?:cubin|ptx)", result.stdout)), key=lambda a: int(a[3:].rstrip("a")))
+
+
+def check_cuda(wheel: WheelInfo) -> list[str]:
+    """Each CUDA build: of a CUDA major the declaration builds for this platform, its fatbin holding
+    machine code for exactly the declared architectures and PTX of the declared newest; and every
+    declared CUDA build present (stable wheels of a Linux platform that declares them)."""
+    problems = []
+    plat = matrix.platform_of_tag(wheel.platform)
+    if wheel.stable and plat and plat.cuda:
+        have = {record["cuda"].split(".")[0] for record in wheel.cuda_records.values()}
+        problems += [f"no CUDA {major} build (ci/matrix.toml declares it for {plat.name})"
+                     for major in plat.cuda if major not in have]
+    if wheel.cuda_records and cuobjdump() is None:
+        return problems + ["cuobjdump is not installed (nvidia-cuda-cuobjdump, ci/requirements-pipeline.txt)"]
+    for folder, record in wheel.cuda_records.items():
+        major = record["cuda"].split(".")[0]
+        if not plat or major not in plat.cuda:
+            problems.append(f"{folder}: CUDA {major} is not declared for {wheel.platform}")
+            continue
+        spec = matrix.cuda(major)
+        library = wheel.files.get(f"{wheel.package}/_builds/{folder}/_C.so", b"")
+        elf, ptx = fatbin_listing(library, "elf"), fatbin_listing(library, "ptx")
+        if elf != list(spec.elf_archs):
+            problems.append(f"{folder}: machine code for {elf or 'no architecture'}, declared {list(spec.elf_archs)}")
+        want_ptx = "sm_" + spec.ptx.replace(".", "")
+        if ptx != [want_ptx]:
+            problems.append(f"{folder}: PTX for {ptx or 'no architecture'}, declared {want_ptx}")
+        if record.get("archs") != list(spec.elf_archs):
+            problems.append(f"{folder}: build.json archs {record.get('archs')} != declared {list(spec.elf_archs)}")
     return problems
 
 
@@ -223,7 +294,8 @@ def check_stripped(wheel: WheelInfo) -> list[str]:
 
 
 def check_size(wheel: WheelInfo) -> list[str]:
-    budget = matrix.load()["package"]["max_wheel_kib"] * 1024
+    package = matrix.load()["package"]
+    budget = (package["max_cuda_wheel_kib"] if wheel.cuda_records else package["max_wheel_kib"]) * 1024
     return [f"{wheel.size / 1024:.0f} KiB is over the {budget // 1024} KiB budget"] if wheel.size > budget else []
 
 
@@ -244,7 +316,7 @@ def check_external(wheel: WheelInfo) -> list[str]:
 
 
 CHECKS = [check_tags, check_metadata, check_contents, check_libraries, check_elf_platform, check_macho,
-          check_stable_abi, check_stripped, check_size, check_external]
+          check_stable_abi, check_cuda, check_stripped, check_size, check_external]
 
 
 def audit(path: Path, expect_platform: str | None = None) -> list[str]:

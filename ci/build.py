@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import envs, matrix
+from . import cuda, envs, matrix
 from .envs import ROOT, log
 
 # Never copied into a build: outputs and caches that could leak into it.
@@ -42,8 +42,10 @@ def source_date_epoch() -> str:
     return out.stdout.strip() or "315532800"  # 1980-01-01, the earliest zip date
 
 
-def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Path = ROOT) -> Path:
-    """Build the wheel for torch_minor into out_dir and return its path."""
+def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Path = ROOT,
+          cuda_majors: tuple[str, ...] | None = None) -> Path:
+    """Build the wheel for torch_minor into out_dir and return its path; with the CUDA builds this
+    platform declares (default), or those of cuda_majors."""
     t = matrix.torch(torch_minor)
     python = python or matrix.load()["local"]["python"]
     env = build_env(python, t.pin)
@@ -53,7 +55,8 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
         shutil.copytree(source, tree, ignore=IGNORED)
         before = set(out_dir.glob("*.whl"))
         log(f"building the wheel for torch {t.pin} (CPython {python}) ...")
-        environ = dict(envs.pip_environ(), SOURCE_DATE_EPOCH=source_date_epoch())
+        environ = dict(envs.pip_environ(), SOURCE_DATE_EPOCH=source_date_epoch(),
+                       **cuda.build_environ(cuda.cache(), cuda_majors))
         subprocess.run(
             [str(env.python), "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(out_dir),
              str(tree)],

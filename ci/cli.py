@@ -119,6 +119,23 @@ def cmd_install_torch(args) -> int:
     return 0
 
 
+def cmd_install_cuda(args) -> int:
+    """Install the CUDA toolkits this machine's wheel is built with into DIR/<major> (cibuildwheel's
+    before-build; setup.py reads them from $TORCH_SEGMENT_OPS_CUDA_DIR)."""
+    from . import cuda
+
+    print(cuda.install(Path(args.dir)))
+    return 0
+
+
+def cmd_gpu_check(args) -> int:
+    """On a machine with a CUDA GPU: install the wheel into this Python (no deps), run the GPU tests, the
+    op suite, compute-sanitizer memcheck and the GPU benchmark; writes gpu-check.md and GPU.md to --out."""
+    from . import gpu
+
+    return gpu.run(Path(args.wheel) if args.wheel else None, Path(args.out), args.quick)
+
+
 def cmd_cibuildwheel(args) -> int:
     """Run cibuildwheel (its arguments follow) with SOURCE_DATE_EPOCH set from the last commit."""
     from . import build
@@ -294,6 +311,11 @@ def parser() -> argparse.ArgumentParser:
     mat.add_argument("--kind", choices=["build", "verify", "merge", "table"], default="build")
     mat.add_argument("--github-output", action="store_true", help="write build/merge/verify to $GITHUB_OUTPUT")
     verb("install-torch", cmd_install_torch)
+    verb("install-cuda", cmd_install_cuda).add_argument("dir")
+    gpu = verb("gpu-check", cmd_gpu_check)
+    gpu.add_argument("--wheel", help="the wheel to check (default: the linux wheel in wheelhouse/)")
+    gpu.add_argument("--out", default="wheelhouse/gpu-check", help="where gpu-check.md and GPU.md go")
+    gpu.add_argument("--quick", action="store_true", help="the benchmark's tiny shapes only")
     verb("cibuildwheel", cmd_cibuildwheel)
     sd = verb("sdist", cmd_sdist)
     sd.add_argument("--out", default="dist")

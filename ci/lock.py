@@ -19,7 +19,8 @@ from .envs import ROOT
 EXCLUDE_NEWER = "2026-11-26T00:00:00Z"
 # lock name -> the oldest CPython that installs it (pipeline: cibuildwheel needs 3.11; the build
 # requirements go into cibuildwheel's build environments, down to CPython 3.10)
-LOCKS = {"pipeline": "3.11", "release": "3.10", "build": "3.10"}
+# cuda13: the CUDA toolkit the Linux builds compile with (installed into cibuildwheel's build env)
+LOCKS = {"pipeline": "3.11", "release": "3.10", "build": "3.10", "cuda13": "3.10"}
 
 
 def compile_lock(name: str, out: Path) -> None:

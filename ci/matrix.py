@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ImportError:  # CPython 3.10 (cibuildwheel's build env there has tomli: ci/requirements-build.txt)
+    import tomli as tomllib
 
 MATRIX = Path(__file__).with_name("matrix.toml")
 
@@ -25,6 +28,10 @@ class Platform:
     torch_index: str
     manylinux_image: str = ""
     deployment_target: str = ""
+    cuda: tuple[str, ...] = ()  # CUDA majors built into this platform's wheel (stable mode)
+
+    def __post_init__(self):
+        object.__setattr__(self, "cuda", tuple(self.cuda))
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class Torch:
     minor: str  # "2.13"
     pin: str  # "2.13.0"
     python: tuple[str, ...]  # every supported CPython, oldest first
+    cuda: str = ""  # torch.version.cuda of its default linux x86_64 build on PyPI
 
     @property
     def label(self) -> str:
@@ -100,9 +108,16 @@ def platform(name: str) -> Platform:
     raise SystemExit(f"unknown platform {name!r}; known: {', '.join(p.name for p in platforms())}")
 
 
+def platform_of_tag(tag_platform: str) -> Platform | None:
+    """The declared platform a wheel's platform tag (manylinux_2_28_x86_64, linux_x86_64, macosx_14_0_arm64) is for."""
+    system = "macos" if tag_platform.startswith("macosx_") else "linux" if "linux" in tag_platform else ""
+    return next((p for p in platforms() if p.cibw_platform == system and tag_platform.endswith("_" + p.arch)), None)
+
+
 def torches(data: dict | None = None) -> list[Torch]:
     data = data or load()
-    found = [Torch(minor, spec["pin"], python_range(*spec["python"])) for minor, spec in data["torch"].items()]
+    found = [Torch(minor, spec["pin"], python_range(*spec["python"]), spec.get("cuda", ""))
+             for minor, spec in data["torch"].items()]
     return sorted(found, key=lambda t: version_key(t.minor))
 
 
@@ -111,6 +126,33 @@ def torch(minor: str) -> Torch:
         if candidate.minor == minor or candidate.pin == minor:
             return candidate
     raise SystemExit(f"torch {minor} is not in ci/matrix.toml; supported: {', '.join(t.minor for t in torches())}")
+
+
+@dataclass(frozen=True)
+class Cuda:
+    major: str  # "13"
+    archs: tuple[str, ...]  # compute capabilities with machine code: "7.5", ...
+    ptx: str  # the compute capability whose PTX is embedded too
+    torch: str  # the first torch minor whose default Linux build on PyPI uses this major
+
+    @property
+    def elf_archs(self) -> tuple[str, ...]:
+        """The names cuobjdump --list-elf gives the machine code: sm_75, ..."""
+        return tuple("sm_" + a.replace(".", "") for a in self.archs)
+
+
+def cuda_builds(data: dict | None = None) -> list[Cuda]:
+    data = data or load()
+    return [Cuda(major, tuple(spec["archs"]), spec["ptx"], spec["torch"])
+            for major, spec in data.get("cuda", {}).items()]
+
+
+def cuda(major: str) -> Cuda:
+    for build in cuda_builds():
+        if build.major == major:
+            return build
+    raise SystemExit(f"CUDA {major} is not declared in ci/matrix.toml; declared: "
+                     f"{', '.join(c.major for c in cuda_builds()) or 'none'}")
 
 
 def from_registry(python: str, pin: str) -> bool:
@@ -223,18 +265,31 @@ def requires_torch(minors: list[str]) -> str:
     return f"torch>={ordered[0]},<{major}.{last + 1}"
 
 
+def cuda_cell(t: Torch) -> str:
+    """Which CUDA build serves torch t's default Linux build on PyPI."""
+    built = {major for p in platforms() for major in p.cuda} if abi() == STABLE else set()
+    major = t.cuda.split(".")[0]
+    if not t.cuda:
+        return "-"
+    if major in built:
+        return f"CUDA {t.cuda}: the cu{major} build"
+    return f"CUDA {t.cuda}: none (a clear ImportError; a CPU-only torch works)"
+
+
 def support_table() -> str:
     """Markdown table for the README (checked against it by a test): one column per platform."""
     plats = platforms()
-    lines = ["| torch | CPython | " + " | ".join(p.name for p in plats) + " |", "|---|---|" + "---|" * len(plats)]
+    lines = ["| torch | CPython | GPU kernels (Linux; the CUDA of PyPI's default torch) | "
+             + " | ".join(p.name for p in plats) + " |", "|---|---|---|" + "---|" * len(plats)]
     prefix = wheel_tag_prefix()
     for t in torches():
         built = f"the stable build (against {build_torch().pin})" if abi() == STABLE else f"built against {t.pin}"
-        lines.append(f"| {t.minor}: {built} | {t.python[0]}-{t.python[-1]} | "
+        lines.append(f"| {t.minor}: {built} | {t.python[0]}-{t.python[-1]} | {cuda_cell(t)} | "
                      + " | ".join(f"{prefix}-{p.wheel_platform}" for p in plats) + " |")
     if abi() == STABLE:
-        lines.append(f"| newer than {torches()[-1].minor} | as torch publishes | the same wheels: "
-                     f"`torch>={torch_floor()}` has no upper bound; not verified until declared here |||")
+        lines.append(f"| newer than {torches()[-1].minor} | as torch publishes | the build of its CUDA major, if any "
+                     f"| the same wheels: `torch>={torch_floor()}` has no upper bound; not verified until declared "
+                     "here |||")
     return "\n".join(lines)
 
 

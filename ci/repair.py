@@ -4,8 +4,10 @@ cibuildwheel runs this as its repair-wheel-command, inside the build
 environment where the pinned torch is installed, so the excludes are read
 from that torch's own lib folder (versioned names included). Nothing of
 torch (nor the OpenMP runtime torch ships and loads) may be grafted: the
-extension must use the torch the user has. Standard library only: it runs
-in cibuildwheel's build environments.
+extension must use the torch the user has. Nor may the CUDA runtime and math
+libraries a CUDA build links: torch's CUDA builds bring them (its nvidia-*
+packages) and have loaded them by the time our CUDA build is loaded. Standard
+library only: it runs in cibuildwheel's build environments.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import sys
 from pathlib import Path
 
 LIBRARY_SUFFIXES = (".so", ".dylib", ".dll")
+# What torch's CUDA builds load from their nvidia-* packages (sonames, auditwheel's wildcards).
+CUDA_LIBRARIES = ("libcuda.so*", "libcudart.so*", "libcublas*.so*", "libcusparse*.so*", "libcufft*.so*",
+                  "libcurand.so*", "libcusolver*.so*", "libcudnn*.so*", "libnccl.so*", "libnvrtc*.so*",
+                  "libnvJitLink.so*", "libnvToolsExt.so*", "libcupti.so*")
 
 
 def torch_lib_dir() -> Path:
@@ -40,8 +46,9 @@ def excludes(lib_dir: Path) -> list[str]:
 
 def command(wheel: Path, dest: Path, lib_dir: Path, platform: str = sys.platform, plat: str | None = None) -> list[str]:
     flags = [arg for name in excludes(lib_dir) for arg in ("--exclude", name)]
-    if platform == "darwin":
+    if platform == "darwin":  # no CUDA on macOS
         return ["delocate-wheel", "--require-archs", "arm64", "-w", str(dest), "-v", *flags, str(wheel)]
+    flags += [arg for name in CUDA_LIBRARIES for arg in ("--exclude", name)]
     return ["auditwheel", "repair", *(["--plat", plat] if plat else []), "-w", str(dest), *flags, str(wheel)]
 
 

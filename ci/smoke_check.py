@@ -2,11 +2,14 @@
 torch and torch_segment_ops, and is run from outside the source tree (by
 `python -m ci smoke`, cibuildwheel's test-command and the verify cells).
 
-Checks: it imports (the build for the running torch is picked), every op
-matches a pure-PyTorch reference, one backward, opcheck, and the version guard
-refuses a torch it has no build for. Prints one line per check.
+Checks: it imports (the build for the running torch is picked, and under a
+CUDA build of torch the CUDA build for its CUDA major, whose kernels are then
+registered), every op matches a pure-PyTorch reference (on the CPU, and on the
+GPU when there is one), one backward, opcheck, and the version guard refuses a
+torch it has no build for. Prints one line per check.
 """
 
+import os
 import sys
 
 import torch
@@ -26,9 +29,40 @@ def reference_reduce(src, indptr, reduce):
     return torch.stack(rows)
 
 
+OPS = ("segment_reduce", "gather_csr", "segment_softmax")
+
+
+def check_cuda_build() -> None:
+    """Under a CUDA torch the CUDA build of its major is loaded (unless opted out) and registers
+    every op for CUDA; on a real GPU the CUDA kernels match the CPU ones."""
+    cuda, uses = ts._cuda_build, f"torch uses CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU torch"
+    if os.environ.get(_loader.CPU_ONLY) == "1" or not torch.version.cuda:
+        assert cuda is None, cuda
+        print(f"no CUDA build loaded ({uses}; {_loader.CPU_ONLY}={os.environ.get(_loader.CPU_ONLY, '')})")
+        return
+    if not any(build.cuda for build in _loader.find_builds()):
+        assert cuda is None, cuda
+        print(f"no CUDA build in this wheel ({uses})")
+        return
+    assert cuda is not None and cuda.cuda_major == torch.version.cuda.split(".")[0], (cuda, torch.version.cuda)
+    registered = [torch._C._dispatch_has_kernel_for_dispatch_key(f"torch_segment_ops::{op}", "CUDA") for op in OPS]
+    assert all(registered), dict(zip(OPS, registered))
+    print(f"CUDA build {cuda.directory.name} (nvcc {cuda.cuda}) loaded, {uses}: {', '.join(OPS)} registered for CUDA")
+    if torch.cuda.is_available():
+        src, indptr = torch.randn(1000, 8, dtype=torch.float64), torch.tensor([0, 10, 10, 999, 1000])
+        for reduce in ("sum", "mean", "min", "max"):
+            torch.testing.assert_close(ts.segment_reduce(src.cuda(), indptr.cuda(), reduce).cpu(),
+                                       ts.segment_reduce(src, indptr, reduce))
+        torch.testing.assert_close(ts.gather_csr(src[:4].cuda(), indptr.cuda()).cpu(), ts.gather_csr(src[:4], indptr))
+        torch.testing.assert_close(ts.segment_softmax(src.cuda(), indptr.cuda()).cpu(), ts.segment_softmax(src, indptr))
+        print(f"CUDA kernels match the CPU kernels on {torch.cuda.get_device_name()}")
+
+
 def main() -> int:
-    print(f"torch {torch.__version__}, torch_segment_ops {ts.__version__}, build {ts._build.directory.name} "
+    cuda = f" + {ts._cuda_build.directory.name}" if ts._cuda_build else ""
+    print(f"torch {torch.__version__}, torch_segment_ops {ts.__version__}, build {ts._build.directory.name}{cuda} "
           f"(python {sys.version.split()[0]}, from {ts.__file__})")
+    check_cuda_build()
     src = torch.randn(40, 3, dtype=torch.float64)
     indptr = torch.tensor([0, 5, 5, 17, 40])
     for reduce in ("sum", "mean", "min", "max"):

@@ -70,9 +70,14 @@ class WheelInfo:
         return packages.pop() if len(packages) == 1 else self.name
 
     @property
+    def cuda_records(self) -> dict[str, dict]:
+        """The CUDA builds (stable mode): build folder name -> record with "cuda", "archs", "ptx"."""
+        return {name: record for name, record in self.records.items() if "cuda" in record}
+
+    @property
     def builds(self) -> dict[str, str]:
-        """build folder name -> the torch version it was compiled against."""
-        return {name: record["torch"] for name, record in self.records.items()}
+        """The CPU builds: build folder name -> the torch version it was compiled against."""
+        return {name: record["torch"] for name, record in self.records.items() if "cuda" not in record}
 
     @property
     def stable(self) -> bool:

@@ -1,16 +1,8 @@
-// Shared helpers for the CSR segment ops: argument checks, dtype dispatch and
-// a load-balanced segmented reduction over rows. Only LibTorch's stable ABI is
-// used (torch/csrc/stable, torch/headeronly): one build loads on every torch
-// from the floor it targets (TORCH_TARGET_VERSION, set by setup.py) up.
+// The CPU kernels' helpers: indptr validation on the host and a load-balanced
+// segmented reduction over rows (torch::stable::parallel_for).
 #pragma once
 
-#include <torch/csrc/stable/library.h>
-#include <torch/csrc/stable/ops.h>
-#include <torch/csrc/stable/tensor.h>
-#include <torch/headeronly/core/ScalarType.h>
-#include <torch/headeronly/util/BFloat16.h>
-#include <torch/headeronly/util/Exception.h>
-#include <torch/headeronly/util/Half.h>
+#include "common.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,61 +17,6 @@
 #define TORCH_SEGMENT_OPS_SIMD _Pragma("omp simd")
 
 namespace torch_segment_ops {
-
-using torch::headeronly::ScalarType;
-using torch::stable::Tensor;
-
-// The type a value of scalar_t is accumulated in (at::opmath_type's rule).
-template <typename T>
-struct AccType {
-  using type = T;
-};
-template <>
-struct AccType<torch::headeronly::Half> {
-  using type = float;
-};
-template <>
-struct AccType<torch::headeronly::BFloat16> {
-  using type = float;
-};
-template <typename T>
-using acc_type = typename AccType<T>::type;
-
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
-
-// Calls body(TypeTag<scalar_t>{}) for the floating dtypes we claim (a function,
-// not a dispatch macro: the kernels' lambdas contain commas).
-template <typename Body>
-void dispatch_floating(const char* op, ScalarType t, const Body& body) {
-  switch (t) {
-    case ScalarType::Float: return body(TypeTag<float>{});
-    case ScalarType::Double: return body(TypeTag<double>{});
-    case ScalarType::Half: return body(TypeTag<torch::headeronly::Half>{});
-    case ScalarType::BFloat16: return body(TypeTag<torch::headeronly::BFloat16>{});
-    default: STD_TORCH_CHECK(false, op, "(): unsupported dtype ", torch::headeronly::toString(t));
-  }
-}
-
-// t itself when already contiguous (each stable op call is a boxed dispatcher call: skip the no-ops).
-inline Tensor as_contiguous(const Tensor& t) {
-  return t.is_contiguous() ? t : torch::stable::contiguous(t);
-}
-
-// Checks the public wrappers (torch_segment_ops/ops.py) already made, with the
-// same messages, for callers of the raw torch.ops op; these raise RuntimeError.
-inline void check_src(const char* op, const Tensor& src, const char* name) {
-  const auto t = src.scalar_type();
-  STD_TORCH_CHECK(t == ScalarType::Float || t == ScalarType::Double || t == ScalarType::BFloat16 ||
-                      t == ScalarType::Half,
-                  op, "(): expected `", name, "` to be float32, float64, bfloat16 or float16, got ",
-                  torch::headeronly::toString(t));
-  STD_TORCH_CHECK(src.is_cpu(), op, "(): expected `", name, "` on the CPU");
-  STD_TORCH_CHECK(src.dim() >= 1, op, "(): expected `", name,
-                  "` to have at least 1 dimension (rows along dim 0), got a 0-d tensor");
-}
 
 // Checks that `indptr` is a valid CSR offset vector over `num_rows` rows:
 // 1-D int32/int64 on the CPU, starts at 0, non-decreasing, ends at num_rows
@@ -109,21 +46,6 @@ inline Tensor check_indptr(const char* op, const Tensor& indptr, std::optional<i
                   "(): expected `indptr[-1]` to equal the number of rows (", num_rows.value_or(-1), "), got ",
                   p[n - 1]);
   return ptr;
-}
-
-// Product of all dims after the first: the length of one row.
-inline int64_t row_size(const Tensor& t) {
-  int64_t f = 1;
-  for (int64_t d = 1; d < t.dim(); ++d) f *= t.size(d);
-  return f;
-}
-
-// t's sizes with dim 0 replaced by rows.
-inline std::vector<int64_t> with_rows(const Tensor& t, int64_t rows) {
-  const auto sizes = t.sizes();
-  std::vector<int64_t> out(sizes.begin(), sizes.end());
-  out[0] = rows;
-  return out;
 }
 
 // Number of chunks the rows are split into: enough work per chunk to hide the

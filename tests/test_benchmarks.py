@@ -15,3 +15,14 @@ def test_quick_benchmark_runs(tmp_path):
     for op in ("sum", "mean", "max", "gather", "softmax"):
         assert f"### {op}" in text
     assert "segment sum vs memory copy" in text
+
+
+def test_quick_gpu_benchmark_runs_on_the_cpu(tmp_path):
+    """bench_gpu.py's tables and alternatives (on the CPU here: the GPU check runs it on a GPU)."""
+    out = tmp_path / "gpu.md"
+    subprocess.run([sys.executable, str(SCRIPT.with_name("bench_gpu.py")), "--quick", "--device", "cpu", "--out",
+                    str(out)], check=True, cwd=tmp_path, capture_output=True)
+    text = out.read_text()
+    for op in ("sum", "mean", "max", "gather", "softmax"):
+        assert f"### {op}" in text
+    assert "segment sum / max vs a device-to-device copy" in text and "GPU: none (cpu" in text

@@ -132,3 +132,62 @@ def test_import_with_a_floor_above_the_running_torch(tmp_path):
     assert result.returncode == 1
     assert "needs torch>=2.99 (it is built on LibTorch's stable ABI" in result.stderr
     assert f"torch {torch.__version__} is installed" in result.stderr
+
+
+def make_cuda(tmp_path, major="13", cuda="13.0", cuda_torch="2.11"):
+    build = tmp_path / f"cu{major}"
+    build.mkdir()
+    (build / "build.json").write_text(json.dumps({"abi": "stable", "floor": "2.10", "torch": "2.13.0+cpu",
+                                                  "cuda": cuda, "cuda_torch": cuda_torch}))
+    (build / "_C.so").write_bytes(b"")
+    return build
+
+
+@pytest.mark.parametrize("torch_version, torch_cuda, expected", [
+    ("2.14.1+cu130", "13.0", "cu13"), ("2.15.0+cu132", "13.2", "cu13"), ("2.11.0+cu126", "12.6", "cu12"),
+    ("2.13.0+cpu", None, None)])
+def test_the_cuda_build_is_the_one_of_torchs_cuda_major(tmp_path, torch_version, torch_cuda, expected):
+    make_stable(tmp_path)
+    make_cuda(tmp_path)
+    make_cuda(tmp_path, "12", "12.8", "2.10")
+    builds = _loader.find_builds(tmp_path)
+    assert _loader.select(builds, torch_version).directory.name == "stable"  # the CPU build, always
+    cuda = _loader.select_cuda(builds, torch_version, torch_cuda)
+    assert (cuda.directory.name if cuda else None) == expected
+
+
+def test_a_cuda_major_without_a_build_is_a_clear_import_error_naming_what_to_install(tmp_path):
+    make_stable(tmp_path)
+    make_cuda(tmp_path)
+    with pytest.raises(ImportError) as error:
+        _loader.select_cuda(_loader.find_builds(tmp_path), "2.10.0+cu128", "12.8", "0.1.0")
+    message = str(error.value)
+    assert "has CUDA kernels for CUDA 13 (PyPI's default Linux torch from 2.11 on)" in message
+    assert "torch 2.10.0+cu128 uses CUDA 12.8" in message and "pip install 'torch>=2.11'" in message
+    assert "CPU-only torch" in message and "TORCH_SEGMENT_OPS_CPU_ONLY=1" in message
+
+
+def test_a_package_without_cuda_builds_serves_a_cuda_torch_on_the_cpu(tmp_path):
+    """A source build without a CUDA toolkit, or macOS: CUDA tensors get the ops' clear error instead."""
+    make_stable(tmp_path)
+    assert _loader.select_cuda(_loader.find_builds(tmp_path), "2.14.1+cu130", "13.0") is None
+
+
+@pytest.mark.parametrize("record", [
+    {"abi": "stable", "floor": "2.10", "torch": "2.13.0", "cuda": "13"},  # not major.minor
+    {"abi": "stable", "floor": "2.10", "torch": "2.13.0", "cuda": 13.0},
+    {"abi": "stable", "floor": "2.10", "torch": "2.13.0", "cuda": "13.0"},  # no cuda_torch
+    {"torch": "2.13.0", "cuda": "13.0", "cuda_torch": "2.11"}])  # CUDA builds are stable builds
+def test_a_corrupt_cuda_record_is_a_clear_import_error(tmp_path, record):
+    (tmp_path / "cu13").mkdir()
+    (tmp_path / "cu13" / "build.json").write_text(json.dumps(record))
+    with pytest.raises(ImportError, match="corrupt build record .*cu13/build.json"):
+        _loader.find_builds(tmp_path)
+
+
+def test_two_builds_for_one_cuda_major_is_a_clear_import_error(tmp_path):
+    make_cuda(tmp_path)
+    (tmp_path / "cu13_again").mkdir()
+    (tmp_path / "cu13_again" / "build.json").write_text((tmp_path / "cu13" / "build.json").read_text())
+    with pytest.raises(ImportError, match=r"two builds for torch cuda 13 \(cu13, cu13_again\)"):
+        _loader.find_builds(tmp_path)

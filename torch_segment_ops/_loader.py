@@ -4,7 +4,10 @@ A wheel holds its builds under ``_builds/<name>/``, each with a ``build.json``
 record. A **stable** build (``{"abi": "stable", "floor": "2.10", ...}``) uses
 only LibTorch's stable ABI and loads on every torch >= its floor. A
 **per-torch** build (``{"torch": "2.13.0"}``) uses the full C++ API, whose ABI
-changes between minors, so it only loads under that major.minor. Anything else
+changes between minors, so it only loads under that major.minor. A stable
+**CUDA** build (``"cuda": "13.0"``) adds the CUDA kernels on top of the CPU
+build, and is loaded when the running torch uses that CUDA major
+(``torch.version.cuda``); a CPU-only torch never loads one. Anything else
 fails with a clear ImportError instead of an ``undefined symbol`` from the
 dynamic loader.
 """
@@ -12,12 +15,14 @@ dynamic loader.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 BUILDS_DIR = Path(__file__).parent / "_builds"
 DISTRIBUTION = "torch-segment-ops"
+CPU_ONLY = "TORCH_SEGMENT_OPS_CPU_ONLY"  # =1: never load a CUDA build (CUDA tensors then get a clear error)
 
 
 @dataclass(frozen=True)
@@ -25,10 +30,22 @@ class Build:
     directory: Path
     torch_version: str  # the torch the build was compiled against, e.g. "2.13.0+cpu"
     floor: str = ""  # stable builds: the oldest torch minor they load on
+    cuda: str = ""  # CUDA builds: the CUDA version compiled with, e.g. "13.0"
+    cuda_torch: str = ""  # CUDA builds: the first torch minor whose default Linux build uses that CUDA major
 
     @property
     def stable(self) -> bool:
         return bool(self.floor)
+
+    @property
+    def cuda_major(self) -> str:
+        return self.cuda.split(".")[0]
+
+    @property
+    def key(self) -> str:
+        if self.cuda:
+            return f"cuda {self.cuda_major}"
+        return "stable" if self.stable else self.torch_minor
 
     @property
     def torch_minor(self) -> str:
@@ -67,8 +84,12 @@ def read_record(record: Path) -> Build:
         raise ValueError("not a JSON object")
     if data.get("abi", "per-torch") not in ("stable", "per-torch"):
         raise ValueError(f"unknown abi {data['abi']!r}")
-    floor = minor_of(data["floor"]) if data.get("abi") == "stable" else ""
-    build = Build(record.parent, data["torch"], floor)
+    stable = data.get("abi") == "stable"
+    floor = minor_of(data["floor"]) if stable else ""
+    cuda = data.get("cuda", "")
+    if cuda and not (stable and isinstance(cuda, str) and re.fullmatch(r"\d+\.\d+", cuda)):
+        raise ValueError(f"bad cuda {cuda!r} (a stable build's CUDA version, e.g. \"13.0\")")
+    build = Build(record.parent, data["torch"], floor, cuda, minor_of(data["cuda_torch"]) if cuda else "")
     build.torch_minor  # noqa: B018 (validates the version)
     return build
 
@@ -84,11 +105,10 @@ def find_builds(builds_dir: Path = BUILDS_DIR) -> list[Build]:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ImportError(f"torch_segment_ops: missing or corrupt build record {record} "
                               f"({type(error).__name__}: {error}); reinstall {DISTRIBUTION}") from None
-        key = "stable" if build.stable else build.torch_minor
-        if key in builds:
-            raise ImportError(f"torch_segment_ops: two builds for torch {key} ({builds[key].directory.name}, "
-                              f"{directory.name}); reinstall {DISTRIBUTION}")
-        builds[key] = build
+        if build.key in builds:
+            raise ImportError(f"torch_segment_ops: two builds for torch {build.key} "
+                              f"({builds[build.key].directory.name}, {directory.name}); reinstall {DISTRIBUTION}")
+        builds[build.key] = build
     return list(builds.values())
 
 
@@ -96,6 +116,7 @@ def select(builds: list[Build], torch_version: str, package_version: str = "") -
     """The build for ``torch_version`` (a per-torch build of its minor first, else the stable
     build), or a helpful ImportError."""
     wanted = minor_of(torch_version)
+    builds = [b for b in builds if not b.cuda]
     matches = sorted((b for b in builds if b.serves(torch_version)), key=lambda b: b.stable)
     if matches:
         return matches[0]
@@ -123,6 +144,27 @@ def select(builds: list[Build], torch_version: str, package_version: str = "") -
     )
 
 
+def select_cuda(builds: list[Build], torch_version: str, torch_cuda: str | None,
+                package_version: str = "") -> Build | None:
+    """The CUDA build for a torch using CUDA ``torch_cuda`` (None: a CPU-only torch, or a package built
+    without CUDA kernels: CUDA tensors then get the ops' clear error), or a helpful ImportError."""
+    cuda_builds = [b for b in builds if b.cuda]
+    if not torch_cuda or not cuda_builds:
+        return None
+    major = torch_cuda.split(".")[0]
+    for build in cuda_builds:
+        if build.cuda_major == major:
+            return build
+    have = sorted(cuda_builds, key=lambda b: int(b.cuda_major))
+    served = ", ".join(f"CUDA {b.cuda_major} (PyPI's default Linux torch from {b.cuda_torch} on)" for b in have)
+    raise ImportError(
+        f"torch_segment_ops {package_version} has CUDA kernels for {served}, but torch {torch_version} uses "
+        f"CUDA {torch_cuda}: a CUDA extension must use the CUDA major of its torch. Install a torch built for "
+        f"CUDA {have[-1].cuda_major} (pip install 'torch>={have[-1].cuda_torch}'), or a CPU-only torch build; "
+        f"or set {CPU_ONLY}=1 to use the CPU kernels only."
+    )
+
+
 def installed_version(fallback: str) -> str:
     """The distribution's version, if installed."""
     from importlib import metadata
@@ -133,9 +175,15 @@ def installed_version(fallback: str) -> str:
         return fallback
 
 
-def load(package_version: str) -> Build:
+def load(package_version: str) -> tuple[Build, Build | None]:
+    """Loads the CPU build for the running torch, then the CUDA build for its CUDA major, if any."""
     import torch
 
-    build = select(find_builds(), torch.__version__, installed_version(package_version))
+    builds, version = find_builds(), installed_version(package_version)
+    build = select(builds, torch.__version__, version)
+    cuda = None if os.environ.get(CPU_ONLY) == "1" else select_cuda(builds, torch.__version__, torch.version.cuda,
+                                                                     version)
     torch.ops.load_library(str(build.library))
-    return build
+    if cuda:
+        torch.ops.load_library(str(cuda.library))
+    return build, cuda

@@ -10,7 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import _cuda_build
+
 _ops = torch.ops.torch_segment_ops
+# Where kernels are registered: the CPU always, CUDA when the CUDA build for torch's CUDA major is loaded.
+DEVICES = ("cpu", "cuda") if _cuda_build else ("cpu",)
 REDUCTIONS = ("sum", "mean", "min", "max")
 
 
@@ -79,7 +83,7 @@ def _check_args(op: str, src: Tensor, indptr: Tensor) -> None:
     for name, tensor in (("src", src), ("indptr", indptr)):
         if not isinstance(tensor, Tensor):
             raise TypeError(f"{op}(): expected `{name}` to be a Tensor, got {type(tensor).__name__}")
-    _check_cpu(op, src=src, indptr=indptr)
+    _check_devices(op, src, indptr)
     if src.dtype not in SRC_DTYPES:
         raise TypeError(f"{op}(): expected `src` to be float32, float64, bfloat16 or float16, got {src.dtype}")
     if src.dim() < 1:
@@ -92,13 +96,14 @@ def _check_args(op: str, src: Tensor, indptr: Tensor) -> None:
         raise ValueError(f"{op}(): expected `indptr` to have at least one element (indptr[0] == 0)")
 
 
-def _check_cpu(op: str, **tensors: Tensor) -> None:
-    # Only CPU kernels are built; without this check a CUDA tensor would get
-    # the dispatcher's "Could not run ... with arguments from the 'CUDA'
-    # backend", which names no argument.
-    for name, tensor in tensors.items():
-        if isinstance(tensor, Tensor) and tensor.device.type != "cpu":
-            raise ValueError(f"{op}(): expected `{name}` on the CPU (only CPU kernels are built), got {tensor.device}")
+def _check_devices(op: str, src: Tensor, indptr: Tensor) -> None:
+    # Without this check a tensor on a device we have no kernels for would get the
+    # dispatcher's "Could not run ... with arguments from the '...' backend", which names no argument.
+    if src.device.type not in DEVICES:
+        where = "on the CPU (only CPU kernels are loaded)" if DEVICES == ("cpu",) else "on the CPU or a CUDA device"
+        raise ValueError(f"{op}(): expected `src` {where}, got {src.device}")
+    if indptr.device != src.device:
+        raise ValueError(f"{op}(): expected `indptr` on the same device as `src` ({src.device}), got {indptr.device}")
 
 
 def _call(op: str, *args):

@@ -1,7 +1,9 @@
 """`local --matrix`: the ONE stable linux x86_64 wheel, built once, verified natively in a clean env
 per (CPython, torch) cell by the smoke check and the op test suite: every declared torch from the
 floor (2.10) to 2.15 on CPython 3.11, and CPython 3.10/3.12/3.13. torch builds not on local disk
-come from the registry (CUDA builds, GBs, cached; they run on the CPU). Slow; run by .ci/run."""
+come from the registry (CUDA builds, GBs, cached; they run on the CPU): under those the wheel's CUDA 13
+build is loaded (its kernels registered, not run: no GPU here), and torch 2.10 (CUDA 12.8) gets the
+clear ImportError, then its cell runs on the CPU kernels (TORCH_SEGMENT_OPS_CPU_ONLY=1). Slow."""
 
 import json
 import re
@@ -46,7 +48,7 @@ def test_every_cell_ran_the_op_tests_on_the_same_wheel_natively(matrix_lane):
     (final,) = out.glob("*.whl")
     with zipfile.ZipFile(final) as zf:
         builds = sorted(n.split("/")[2] for n in zf.namelist() if n.endswith("build.json"))
-    assert builds == ["stable"]  # built once ...
+    assert builds == sorted(["stable", *(f"cu{m}" for m in matrix.platform("linux-x86_64").cuda)])  # built once ...
     records = json.loads((out / "verification-native-matrix.json").read_text())
     assert sorted((r["python"], r["torch"]) for r in records) == sorted((py, t.minor) for py, t in CELLS)
     assert {(r["method"], r["result"]) for r in records} == {(report.NATIVE, "passed")}
@@ -55,3 +57,7 @@ def test_every_cell_ran_the_op_tests_on_the_same_wheel_natively(matrix_lane):
     for (python, t), row in zip(CELLS, rows):
         assert f"torch {t.pin}" in row and f"python {python}." in row and "build stable" in row
         assert re.search(r"op tests: \d+ passed", row) and "failed" not in row, row
+        if matrix.from_registry(python, t.pin):  # PyPI's default build: a CUDA build of the declared version
+            served = t.cuda.split(".")[0] in matrix.platform("linux-x86_64").cuda
+            assert ("build stable + cu13 " in row) if served else \
+                (f"torch uses CUDA {t.cuda}, the wheel has CUDA 13 builds: import refused" in row), row

@@ -32,7 +32,8 @@ def test_the_final_wheel_is_one_stable_build_and_passes_audit(wheelhouse):
     assert wheel.name == "torch_segment_ops-0.1.0-py3-none-manylinux_2_34_x86_64.whl"
     assert audit.audit(wheel) == []
     info = WheelInfo.read(wheel)
-    assert info.records == {"stable": {"abi": "stable", "floor": floor, "torch": "2.13.0+cpu"}}
+    assert info.records["stable"] == {"abi": "stable", "floor": floor, "torch": "2.13.0+cpu"}
+    assert set(info.records) == {"stable", *(f"cu{major}" for major in matrix.platform("linux-x86_64").cuda)}
     assert str(info.torch_requirement) == f"torch>={floor}"
     assert not (wheelhouse / "per-torch").exists() or not list((wheelhouse / "per-torch").iterdir())  # no merge
 
@@ -42,6 +43,10 @@ def test_the_same_wheel_smoke_under_each_torch(wheelhouse, minor):
     result = smoke.smoke(final(wheelhouse), matrix.load()["local"]["python"], matrix.torch(minor).pin)
     assert result.ok, result.output
     assert f"torch {matrix.torch(minor).pin}" in result.output and "build stable" in result.output
+    # the torch builds on disk: 2.13.0 is a CPU build, 2.14.1 PyPI's CUDA 13.0 build
+    cuda = "CUDA build cu13 (nvcc 13.0) loaded, torch uses CUDA 13.0" if "+cu13" in result.output else \
+        "no CUDA build loaded (a CPU torch"
+    assert cuda in result.output
 
 
 def test_under_a_torch_older_than_the_floor_the_import_fails_clearly(wheelhouse):

@@ -23,7 +23,7 @@ BAD_INPUTS = [  # (id, src, indptr, exception, message)
     ("not monotonic", torch.ones(E), torch.tensor([0, 4, 2, 6]), ValueError, "`indptr` to be non-decreasing"),
     ("negative", torch.ones(E), torch.tensor([0, -1, 6]), ValueError, "`indptr` to be non-negative"),
     ("meta src", torch.ones(E, device="meta"), GOOD_PTR, ValueError, "`src` on the CPU"),
-    ("meta indptr", torch.ones(E), GOOD_PTR.to("meta"), ValueError, "`indptr` on the CPU"),
+    ("meta indptr", torch.ones(E), GOOD_PTR.to("meta"), ValueError, "`indptr` on the same device as `src`"),
 ]
 
 

@@ -199,7 +199,9 @@ def test_cibuildwheel_resolves_our_verbs(tmp_path):
     options = dict(re.findall(r"^\s+(\w+): (.*)$", result.stdout, re.MULTILINE))
     assert options["repair_command"] == "cd {project} && python -m ci repair -w {dest_dir} {wheel}"
     assert options["test_command"] == "python {project}/ci/smoke_check.py"
-    assert options["before_build"].endswith("python -m ci install-torch")
+    assert options["before_build"].endswith("python -m ci install-torch && python -m ci install-cuda "
+                                            "/tmp/torch-segment-ops-cuda")
+    assert 'TORCH_SEGMENT_OPS_CUDA_DIR="/tmp/torch-segment-ops-cuda"' in result.stdout  # its environment
     assert options["before_test"].endswith("python -m ci install-torch")
     assert "manylinux_2_28" in result.stdout
 
@@ -213,3 +215,5 @@ def test_cibuildwheel_config_matches_the_declaration():
             assert CIBW["linux"][f"manylinux-{p.arch}-image"] == p.manylinux_image
             assert p.wheel_platform == f"{p.manylinux_image}_{p.arch}"
     assert {"TORCH_SEGMENT_OPS_TORCH_PIN", "TORCH_SEGMENT_OPS_TORCH_INDEX"} <= set(CIBW["linux"]["environment-pass"])
+    # the folder before-build installs the CUDA toolkits into is the one setup.py reads
+    assert CIBW["before-build"].endswith(f"install-cuda {CIBW['linux']['environment']['TORCH_SEGMENT_OPS_CUDA_DIR']}")

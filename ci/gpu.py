@@ -1,0 +1,90 @@
+"""`gpu-check`: what only a real GPU can show, in one command on a machine with one.
+
+Installs the wheel (default: the one `python -m ci local` left in wheelhouse/) into the running
+Python without dependencies (its torch stays), then, from a copy of the tests outside the source
+tree: the GPU tests (tests/gpu: every op on CUDA tensors against the CPU kernels and the reference,
+gradcheck, opcheck, compile, bad input) with the op suite (tests/ops), compute-sanitizer memcheck over
+the GPU tests but their largest shapes, and the GPU benchmark (benchmarks/bench_gpu.py). Writes
+gpu-check.md (and GPU.md) into --out. Needs pytest and hypothesis (ci/requirements-tests.txt) and,
+for the memcheck, compute-sanitizer (PATH or the nvidia-cuda-sanitizer-api package).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .envs import ROOT, log
+
+# memcheck slows kernels down by 10-100x: the largest shapes and the compile test stay out
+SANITIZER_SELECTION = "not (huge or skewed or many or compile or gradcheck or wide_rows)"
+
+
+def sanitizer() -> str | None:
+    found = shutil.which("compute-sanitizer")
+    if found:
+        return found
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    return next((str(p) for base in nvidia.__path__ for p in sorted(Path(base).glob("**/compute-sanitizer"))
+                 if p.is_file()), None)
+
+
+def tests_copy(folder: Path) -> Path:
+    tests = folder / "tests"
+    for name in ("gpu", "ops"):
+        shutil.copytree(ROOT / "tests" / name, tests / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "reference.py"):
+        shutil.copy(ROOT / "tests" / name, tests / name)
+    return folder
+
+
+def step(name: str, cmd: list[str], cwd: Path, results: list[tuple[str, str, float]]) -> bool:
+    log(f"{name}: {' '.join(cmd)}")
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    output = (proc.stdout + proc.stderr).strip()
+    print(output[-6000:], flush=True)
+    last = output.splitlines()[-1] if output else ""
+    results.append((name, ("passed: " if proc.returncode == 0 else f"FAILED (exit {proc.returncode}): ") + last,
+                    time.perf_counter() - start))
+    return proc.returncode == 0
+
+
+def run(wheel: Path | None, out: Path, quick: bool = False) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu-check: no CUDA GPU here (torch.cuda.is_available() is False)")
+    wheels = [wheel] if wheel else sorted((ROOT / "wheelhouse").glob("*linux*.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"gpu-check: pass --wheel (found {[w.name for w in wheels]} in wheelhouse/)")
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheels[0])],
+                   check=True)
+    results: list[tuple[str, str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="torch-segment-ops-gpu-check-") as tmp:
+        here = tests_copy(Path(tmp))
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        ok = step("GPU tests + op suite", [*pytest, "tests/gpu", "tests/ops"], here, results)
+        tool = sanitizer()
+        if tool:
+            ok &= step("compute-sanitizer memcheck", [tool, "--tool", "memcheck", "--error-exitcode", "2",
+                                                      *pytest, "tests/gpu", "-k", SANITIZER_SELECTION], here, results)
+        else:
+            results.append(("compute-sanitizer memcheck", "NOT RUN: compute-sanitizer not found", 0.0))
+        bench = [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--out", str(out / "GPU.md")]
+        ok &= step("GPU benchmark", bench + (["--quick"] if quick else []), ROOT / "benchmarks", results)
+    lines = ["# gpu-check", "", f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__} (CUDA "
+             f"{torch.version.cuda}), CPython {sys.version.split()[0]}, wheel {wheels[0].name}.", "",
+             "| step | result | seconds |", "|---|---|---|"]
+    lines += [f"| {name} | {result} | {seconds:.0f} |" for name, result, seconds in results]
+    (out / "gpu-check.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if ok else 1

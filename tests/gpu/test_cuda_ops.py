@@ -1,0 +1,176 @@
+"""The CUDA kernels on a real GPU, against the CPU kernels (themselves tested against the pure-PyTorch
+reference in tests/ops) and the reference. Skipped without a GPU and the CUDA build for torch's CUDA
+major: run by `python -m ci gpu-check` on a machine with one (see the README)."""
+
+import pytest
+import torch
+
+import torch_segment_ops as ts
+from tests import reference as ref
+
+if not (torch.cuda.is_available() and ts._cuda_build):
+    pytest.skip("needs a CUDA GPU and the wheel's CUDA build for torch's CUDA major", allow_module_level=True)
+REDUCTIONS = ["sum", "mean", "min", "max"]
+raw = torch.ops.torch_segment_ops
+
+
+def lengths_indptr(lengths, device="cpu", dtype=torch.int64):
+    return ts.lengths_to_indptr(torch.tensor(lengths)).to(device=device, dtype=dtype)
+
+
+def cases():
+    """(id, E rows, lengths) covering empty, tiny, uniform, skewed and huge segments."""
+    yield "empty", 0, [0, 0, 0]
+    yield "one row", 1, [1]
+    yield "empties around", 50, [0, 0, 20, 0, 30, 0]
+    yield "uniform", 10_000, [10] * 1000
+    yield "skewed", 220_000, [150_000] + [1] * 40_000 + [0] * 100 + [10_000] + [1] * 10_000  # the rest: one more
+    yield "one huge", 1_000_000, [1_000_000]
+    yield "huge and tiny", 1_000_003, [3, 999_999, 1]
+    yield "many empties", 1000, [0] * 50_000 + [1000] + [0] * 50_000
+
+
+CASES = []
+for case_id, rows, lengths in cases():
+    total = sum(lengths)
+    if total < rows:
+        lengths = [*lengths, rows - total]
+    CASES.append(pytest.param(rows, lengths, id=case_id))
+
+
+def src_for(rows, feat, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((rows, *feat), generator=g, dtype=torch.float64)
+    x[::97] = x[::97].round()  # ties for min/max
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("feat", [(), (16,), (3, 4)], ids=str)
+@pytest.mark.parametrize("dtype", ref.DTYPES, ids=str)
+@pytest.mark.parametrize("rows, lengths", CASES)
+@pytest.mark.parametrize("reduce", REDUCTIONS)
+def test_segment_reduce_matches_the_cpu_kernel(reduce, rows, lengths, dtype, feat):
+    src, indptr = src_for(rows, feat, dtype), lengths_indptr(lengths)
+    out, arg = raw.segment_reduce(src.cuda(), indptr.cuda(), reduce, True)
+    expected, expected_arg = raw.segment_reduce(src, indptr, reduce, True)
+    if reduce in ("min", "max"):  # exact: the same value and the same (first) row
+        assert torch.equal(out.cpu(), expected) and torch.equal(arg.cpu(), expected_arg)
+    else:
+        ref.assert_close(out.cpu(), expected)
+
+
+@pytest.mark.parametrize("dtype", ref.DTYPES, ids=str)
+@pytest.mark.parametrize("rows, lengths", CASES)
+def test_gather_csr_is_exact(rows, lengths, dtype):
+    indptr = lengths_indptr(lengths)
+    src = src_for(len(lengths), (5,), dtype)
+    assert torch.equal(ts.gather_csr(src.cuda(), indptr.cuda()).cpu(), ts.gather_csr(src, indptr))
+    assert torch.equal(ts.gather_csr(src.cuda(), indptr.cuda(), rows).cpu(), ref.gather_csr(src, indptr))
+
+
+@pytest.mark.parametrize("feat", [(), (16,), (64,)], ids=str)
+@pytest.mark.parametrize("dtype", ref.DTYPES, ids=str)
+@pytest.mark.parametrize("rows, lengths", CASES)
+def test_segment_softmax_matches_the_cpu_kernel(rows, lengths, dtype, feat):
+    src, indptr = src_for(rows, feat, dtype), lengths_indptr(lengths)
+    ref.assert_close(ts.segment_softmax(src.cuda(), indptr.cuda()).cpu(), ts.segment_softmax(src, indptr))
+
+
+@pytest.mark.parametrize("F", [1, 16, 64, 256])
+def test_wide_rows_and_the_reference(F):
+    src, indptr = src_for(20_000, (F,), torch.float32), lengths_indptr([5000, 1, 0, 14_999])
+    for reduce in REDUCTIONS:
+        ref.assert_close(ts.segment_reduce(src.cuda(), indptr.cuda(), reduce).cpu(),
+                         ref.segment_reduce(src, indptr, reduce))
+    ref.assert_close(ts.segment_softmax(src.cuda(), indptr.cuda()).cpu(), ref.segment_softmax(src, indptr))
+
+
+def test_non_contiguous_src_and_int32_indptr():
+    base = src_for(3000, (8,), torch.float32)
+    src, indptr = base.t().contiguous().t(), lengths_indptr([1000, 0, 2000], dtype=torch.int32)
+    assert not src.is_contiguous()
+    for reduce in REDUCTIONS:
+        ref.assert_close(ts.segment_reduce(src.cuda(), indptr.cuda(), reduce).cpu(),
+                         ts.segment_reduce(src.contiguous(), indptr.long(), reduce))
+    ref.assert_close(ts.segment_softmax(src.cuda(), indptr.cuda()).cpu(), ts.segment_softmax(src, indptr))
+
+
+def test_nan_and_infinities_like_the_cpu_kernel():
+    src = torch.tensor([[1.0], [float("nan")], [3.0], [float("-inf")], [float("-inf")], [float("nan")]])
+    indptr = lengths_indptr([3, 2, 1])
+    for reduce in ("min", "max"):
+        out, arg = raw.segment_reduce(src.cuda(), indptr.cuda(), reduce, True)
+        expected, expected_arg = raw.segment_reduce(src, indptr, reduce, True)
+        assert torch.equal(out.cpu().isnan(), expected.isnan()) and torch.equal(arg.cpu(), expected_arg)
+
+
+def test_on_a_side_stream_the_result_is_the_same():
+    src, indptr = src_for(100_000, (16,), torch.float32).cuda(), lengths_indptr([50_000, 50_000], "cuda")
+    expected = ts.segment_reduce(src, indptr, "max")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out = ts.segment_reduce(src, indptr, "max")
+    stream.synchronize()
+    assert torch.equal(out, expected)
+
+
+def test_gradcheck_and_gradgradcheck_on_cuda():
+    src = torch.randn(30, 3, dtype=torch.float64, device="cuda", requires_grad=True)
+    indptr = lengths_indptr([10, 0, 15, 5], "cuda")
+    for reduce in REDUCTIONS:
+        torch.autograd.gradcheck(lambda x, r=reduce: ts.segment_reduce(x, indptr, r), (src,))
+    torch.autograd.gradcheck(lambda x: ts.segment_softmax(x, indptr), (src,))
+    torch.autograd.gradgradcheck(lambda x: ts.segment_softmax(x, indptr), (src,))
+    torch.autograd.gradcheck(lambda x: ts.gather_csr(x, indptr), (src[:4].detach().requires_grad_(),))
+
+
+def test_opcheck_on_cuda():
+    src = torch.randn(30, 3, device="cuda", requires_grad=True)
+    indptr = lengths_indptr([10, 0, 15, 5], "cuda")
+    for reduce in REDUCTIONS:
+        torch.library.opcheck(raw.segment_reduce.default, (src, indptr, reduce, True))
+    torch.library.opcheck(raw.gather_csr.default, (src[:4], indptr, 30))
+    torch.library.opcheck(raw.segment_softmax.default, (src, indptr))
+
+
+def test_compile_fullgraph_on_cuda():
+    src = torch.randn(30, 3, device="cuda")
+    indptr = lengths_indptr([10, 0, 15, 5], "cuda")
+
+    @torch.compile(fullgraph=True)
+    def f(x):
+        return ts.gather_csr(ts.segment_reduce(ts.segment_softmax(x, indptr), indptr, "max"), indptr, 30)
+
+    torch.testing.assert_close(f(src), ts.gather_csr(ts.segment_reduce(ts.segment_softmax(src, indptr), indptr,
+                                                                       "max"), indptr, 30))
+
+
+BAD_INDPTR = [
+    ([1, 2, 6], r"`indptr\[0\] == 0`, got 1"),
+    ([0, 4, 2, 6], r"`indptr` to be non-decreasing, got indptr\[1\] = 4 > indptr\[2\] = 2"),
+    ([0, -1, 6], r"`indptr` to be non-negative, got indptr\[1\] = -1"),
+    ([0, 2, 5], r"`indptr\[-1\]` to equal the number of rows \(6\), got 5"),
+]
+
+
+@pytest.mark.parametrize("values, message", BAD_INDPTR)
+def test_bad_indptr_on_the_gpu_gives_the_cpu_messages(values, message):
+    src, indptr = torch.ones(6, device="cuda"), torch.tensor(values, device="cuda")
+    with pytest.raises(ValueError, match=message):
+        ts.segment_reduce(src, indptr)
+    with pytest.raises(ValueError, match=message):
+        ts.segment_softmax(src, indptr)
+    with pytest.raises(RuntimeError, match=message):
+        raw.segment_reduce(src, indptr, "sum", False)
+    torch.cuda.synchronize()  # the device is still usable
+
+
+def test_tensors_on_different_devices_are_a_clear_error():
+    src, indptr = torch.ones(6, device="cuda"), torch.tensor([0, 2, 6])
+    with pytest.raises(ValueError, match=r"expected `indptr` on the same device as `src` \(cuda:0\), got cpu"):
+        ts.segment_reduce(src, indptr)
+    with pytest.raises(ValueError, match=r"expected `indptr` on the same device as `src` \(cpu\), got cuda:0"):
+        ts.gather_csr(src.cpu()[:2], indptr.cuda())
+    with pytest.raises(RuntimeError, match=r"expected `indptr` on the same device as `src` \(cuda:0\), got cpu"):
+        raw.segment_softmax(src, indptr)
