@@ -15,11 +15,14 @@ links only the CUDA runtime (libcudart.so.<major>, which torch's own nvidia-*
 packages provide at run time) and needs no CUDA build of torch to compile.
 """
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import setup
@@ -99,6 +102,22 @@ def nvcc_version(toolkit: Path) -> str:
     return re.search(r"release (\d+\.\d+)", out.stdout)[1]
 
 
+def staged_sources() -> Path:
+    """csrc/ copied to a path named by its content: nvcc hashes the source's absolute path into device
+    symbol names, so compiling from the (temporary) build tree would make every build differ."""
+    files = sorted(p for p in (ROOT / "csrc").rglob("*") if p.is_file())
+    digest = hashlib.sha256(b"".join(str(p.relative_to(ROOT)).encode() + p.read_bytes() for p in files)).hexdigest()
+    staged = Path(tempfile.gettempdir()) / f"torch-segment-ops-csrc-{digest[:16]}"
+    if not staged.is_dir():
+        partial = Path(tempfile.mkdtemp(prefix=staged.name + ".", dir=staged.parent))
+        shutil.copytree(ROOT / "csrc", partial, dirs_exist_ok=True)
+        try:
+            partial.rename(staged)
+        except OSError:  # another build staged the same sources first
+            shutil.rmtree(partial, ignore_errors=True)
+    return staged
+
+
 def gencode_args(major: str) -> list[str]:
     """Machine code for each declared architecture, and PTX of the newest so newer GPUs can JIT it."""
     spec = DECLARATION["cuda"][major]
@@ -113,7 +132,9 @@ def gencode_args(major: str) -> list[str]:
 def nvcc_args(major: str) -> list[str]:
     cxx = [a for a in compile_args() if a not in ("-fopenmp-simd",)] + ["-fPIC"]
     host_compiler = ["-ccbin", os.environ["CXX"]] if os.environ.get("CXX") else []  # e.g. a cross compiler
-    return [*host_compiler, "-std=c++17", "-O3", "--expt-relaxed-constexpr",
+    # -objtemp: intermediate files named after the object, not a random temporary name that ends up in
+    # the object (the build must be reproducible)
+    return [*host_compiler, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-objtemp",
             f"-DTORCH_TARGET_VERSION={target_version()}",
             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
             "-Xcompiler", ",".join(cxx), *gencode_args(major)]
@@ -167,13 +188,15 @@ class BuildWithRecord(BuildExtension if torch else object):
         """csrc/cuda/*.cu to object files with the toolkit's nvcc, all at once (processes started from
         this thread: forking from worker threads can hang under qemu-user, which the aarch64 lane uses)."""
         major, toolkit = ext.cuda
-        out_dir = Path(self.build_temp) / f"cu{major}"
+        out_dir = Path(self.build_temp).resolve() / f"cu{major}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        include = [f"-I{ROOT / 'csrc'}", *(f"-I{d}" for d in torch.utils.cpp_extension.include_paths())]
+        csrc = staged_sources()
+        include = [f"-I{csrc}", *(f"-I{d}" for d in torch.utils.cpp_extension.include_paths())]
         jobs = []
-        for source in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
+        for source in sorted((csrc / "cuda").glob("*.cu")):
             obj = out_dir / (source.stem + ".o")
-            cmd = [str(toolkit / "bin" / "nvcc"), "-c", str(source), "-o", str(obj), *include, *nvcc_args(major)]
+            cmd = [str(toolkit / "bin" / "nvcc"), "-c", str(source), "-o", str(obj), *include, *nvcc_args(major),
+                   "-Xcompiler", f"-ffile-prefix-map={csrc}=csrc"]
             print(" ".join(cmd), flush=True)
             jobs.append((subprocess.Popen(cmd), cmd, str(obj)))
         failed = [cmd for process, cmd, _ in jobs if process.wait() != 0]

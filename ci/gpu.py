@@ -11,6 +11,7 @@ for the memcheck, compute-sanitizer (PATH or the nvidia-cuda-sanitizer-api packa
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import report
 from .envs import ROOT, log
 
 # memcheck slows kernels down by 10-100x: the largest shapes and the compile test stay out
@@ -86,5 +88,9 @@ def run(wheel: Path | None, out: Path, quick: bool = False) -> int:
              "| step | result | seconds |", "|---|---|---|"]
     lines += [f"| {name} | {result} | {seconds:.0f} |" for name, result, seconds in results]
     (out / "gpu-check.md").write_text("\n".join(lines) + "\n")
+    minor = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    result = "passed" if ok else "FAILED: " + next(r for _, r, _ in results if not r.startswith("passed"))
+    report.write(out, "gpu", [report.Record("linux-x86_64" if platform.machine() == "x86_64" else "linux-aarch64",
+                                            f"{sys.version_info[0]}.{sys.version_info[1]}", minor, report.GPU, result)])
     print("\n".join(lines))
     return 0 if ok else 1

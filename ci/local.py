@@ -6,6 +6,7 @@ wheelhouse/ and prints a summary table as it goes."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -156,6 +157,16 @@ def run_macos(out: Path, minors: list[str]) -> str:
         )
 
 
+def record_result(row_result: str) -> str:
+    """What the report says of a smoke cell: passed (with the smoke's bracketed note, e.g. that only the CPU
+    kernels ran because torch's CUDA major has no build) or the failure's first line."""
+    first = row_result.splitlines()[0] if row_result else ""
+    if first.startswith("FAILED"):
+        return first
+    note = re.search(r" \[([^\]]+)\]", first)
+    return f"passed: {note[1]}" if note else "passed"
+
+
 def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells, note: str, lane,
              prepare=None, platform: str = sys.platform) -> str:
     """build -> repair -> audit per torch (per-torch mode: then merge -> audit; stable mode: the one
@@ -190,8 +201,7 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
                 progress.step(cell, lambda a=action: a(merged))
             finally:
                 result = progress.rows[-1].result
-                records.append(report.Record(platform_name, python, minor, method,
-                                             "passed" if not result.startswith("FAILED") else result.splitlines()[0]))
+                records.append(report.Record(platform_name, python, minor, method, record_result(result)))
         if not smoke_cells:
             served = matrix.torches() if stable else torches
             records += [report.Record(platform_name, "*", t.minor, method, "passed: built, repaired, audited")

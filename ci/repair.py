@@ -20,9 +20,9 @@ from pathlib import Path
 
 LIBRARY_SUFFIXES = (".so", ".dylib", ".dll")
 # What torch's CUDA builds load from their nvidia-* packages (sonames, auditwheel's wildcards).
-CUDA_LIBRARIES = ("libcuda.so*", "libcudart.so*", "libcublas*.so*", "libcusparse*.so*", "libcufft*.so*",
-                  "libcurand.so*", "libcusolver*.so*", "libcudnn*.so*", "libnccl.so*", "libnvrtc*.so*",
-                  "libnvJitLink.so*", "libnvToolsExt.so*", "libcupti.so*")
+CUDA_LIBRARIES = ("libcuda*.so*", "libcublas*.so*", "libcusparse*.so*", "libcufft*.so*", "libcurand*.so*",
+                  "libcusolver*.so*", "libcudnn*.so*", "libnccl*.so*", "libnvrtc*.so*", "libnvJitLink*.so*",
+                  "libnvToolsExt*.so*", "libcupti*.so*")  # libcuda* covers libcudart and a renamed graft
 
 
 def torch_lib_dir() -> Path:

@@ -18,10 +18,14 @@ from pathlib import Path
 from . import matrix
 
 # Strongest first: a cell shows the strongest method that passed (else the strongest that ran).
-NATIVE, QEMU, CIBW, CROSS, GITHUB = (
-    "ran natively", "ran under qemu", "built by real cibuildwheel in a stand-in image (ran there)",
-    "cross-built and repaired, not run", "only on GitHub runners")
-METHODS = [NATIVE, QEMU, CIBW, CROSS, GITHUB]
+GPU, NATIVE, QEMU, CIBW, CROSS, GITHUB = (
+    "ran natively, CUDA kernels on a GPU (gpu-check)", "ran natively", "ran under qemu",
+    "built by real cibuildwheel in a stand-in image (ran there)", "cross-built and repaired, not run",
+    "only on GitHub runners")
+METHODS = [GPU, NATIVE, QEMU, CIBW, CROSS, GITHUB]
+CUDA_NOTE = ("CUDA kernels: a Linux cell verified here without a GPU ran the CPU kernels; the wheel's CUDA build "
+             "was compiled, audited (architectures, dependencies) and loaded there under a CUDA build of torch, "
+             "but its kernels ran only in cells marked as run on a GPU.")
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ def cells(records: list[Record]) -> list[dict]:
 def render(rows: list[dict]) -> str:
     counts = {m: sum(r["method"] == m for r in rows) for m in METHODS}
     lines = [f"{len(rows)} release cells: " + ", ".join(f"{n} {m}" for m, n in counts.items() if n), "",
-             "| platform | CPython | torch | verified here | result | date |", "|---|---|---|---|---|---|"]
+             CUDA_NOTE, "", "| platform | CPython | torch | verified here | result | date |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         method = r["method"] + (f" (also: {', '.join(r['also'])})" if r["also"] else "")
         lines.append(f"| {r['platform']} | {r['python']} | {r['torch']} | {method} | {r['result']} | {r['date']} |")

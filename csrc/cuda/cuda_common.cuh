@@ -80,14 +80,15 @@ void dispatch(const char* op, ScalarType t, const Body& body) {
 
 // ---- indptr ---------------------------------------------------------------
 
-namespace {  // one copy per translation unit
-__global__ void first_invalid_kernel(const int64_t* p, int64_t n, unsigned long long* first_bad) {
+// No anonymous namespaces in device code: nvcc names them with a per-process number, which would
+// make every build's library differ (builds are reproducible). A template instead: one copy kept.
+template <typename Index>
+__global__ void first_invalid_kernel(const Index* p, int64_t n, unsigned long long* first_bad) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const bool bad = i == 0 ? p[0] != 0 : (p[i] < 0 || p[i] < p[i - 1]);
   if (bad) atomicMin(first_bad, static_cast<unsigned long long>(i));
 }
-}  // namespace
 
 inline int64_t to_host(const int64_t* device_value, cudaStream_t stream) {
   int64_t value = 0;

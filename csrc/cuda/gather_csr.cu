@@ -1,8 +1,7 @@
 // gather_csr on CUDA tensors: broadcast row s of src to every row of segment s.
 #include "cuda_common.cuh"
 
-namespace torch_segment_ops::cuda {
-namespace {
+namespace torch_segment_ops::cuda::gather_op {  // named, not anonymous: see cuda_common.cuh
 
 template <typename scalar_t>
 struct CopyRow {
@@ -31,9 +30,8 @@ Tensor gather_csr_cuda(const Tensor& src, const Tensor& indptr, std::optional<in
   return out;
 }
 
-}  // namespace
-}  // namespace torch_segment_ops::cuda
+}  // namespace torch_segment_ops::cuda::gather_op
 
 STABLE_TORCH_LIBRARY_IMPL(torch_segment_ops, CUDA, m) {
-  m.impl("gather_csr", TORCH_BOX(&torch_segment_ops::cuda::gather_csr_cuda));
+  m.impl("gather_csr", TORCH_BOX(&torch_segment_ops::cuda::gather_op::gather_csr_cuda));
 }

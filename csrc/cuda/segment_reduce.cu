@@ -4,8 +4,7 @@
 #include <string_view>
 #include <tuple>
 
-namespace torch_segment_ops::cuda {
-namespace {
+namespace torch_segment_ops::cuda::reduce_op {  // named, not anonymous: see cuda_common.cuh
 
 template <typename scalar_t>
 struct LoadRows {
@@ -64,9 +63,8 @@ std::tuple<Tensor, Tensor> segment_reduce_cuda(const Tensor& src, const Tensor& 
   return {out, arg};
 }
 
-}  // namespace
-}  // namespace torch_segment_ops::cuda
+}  // namespace torch_segment_ops::cuda::reduce_op
 
 STABLE_TORCH_LIBRARY_IMPL(torch_segment_ops, CUDA, m) {
-  m.impl("segment_reduce", TORCH_BOX(&torch_segment_ops::cuda::segment_reduce_cuda));
+  m.impl("segment_reduce", TORCH_BOX(&torch_segment_ops::cuda::reduce_op::segment_reduce_cuda));
 }

@@ -4,8 +4,7 @@
 // which moves less memory than storing exp and reading it back).
 #include "cuda_common.cuh"
 
-namespace torch_segment_ops::cuda {
-namespace {
+namespace torch_segment_ops::cuda::softmax_op {  // named, not anonymous: see cuda_common.cuh
 
 template <typename scalar_t>
 struct LoadX {
@@ -82,9 +81,8 @@ Tensor segment_softmax_cuda(const Tensor& src, const Tensor& indptr) {
   return out;
 }
 
-}  // namespace
-}  // namespace torch_segment_ops::cuda
+}  // namespace torch_segment_ops::cuda::softmax_op
 
 STABLE_TORCH_LIBRARY_IMPL(torch_segment_ops, CUDA, m) {
-  m.impl("segment_softmax", TORCH_BOX(&torch_segment_ops::cuda::segment_softmax_cuda));
+  m.impl("segment_softmax", TORCH_BOX(&torch_segment_ops::cuda::softmax_op::segment_softmax_cuda));
 }

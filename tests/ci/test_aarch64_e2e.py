@@ -37,7 +37,9 @@ def test_wheel_is_an_audited_stable_aarch64_wheel(emulated):
     assert audit.audit(final) == []
     with zipfile.ZipFile(final) as zf:
         libs = sorted(n for n in zf.namelist() if n.endswith(".so"))
-        assert [lib.split("/")[2] for lib in libs] == ["stable"]
+        # the CPU build and the CUDA builds declared for linux-aarch64 (nvcc cross-compiling in the rootfs)
+        cuda = [f"cu{major}" for major in matrix.platform("linux-aarch64").cuda]
+        assert [lib.split("/")[2] for lib in libs] == sorted(["stable", *cuda])
         for lib in libs:
             assert ELFFile(io.BytesIO(zf.read(lib))).header["e_machine"] == "EM_AARCH64"
         assert not [n for n in zf.namelist() if audit.is_grafted(n)]

@@ -82,7 +82,8 @@ def test_audit_refuses_a_wheel_missing_a_declared_cuda_build(wheelhouse, tmp_pat
 
 def test_audit_refuses_grafted_or_extra_cuda_libraries(wheelhouse, tmp_path):
     library = WheelInfo.read(final(wheelhouse)).files[f"{CU}/_C.so"]
-    grafted = rewrite(final(wheelhouse), tmp_path, {"torch_segment_ops.libs/libcudart-0123abcd.so.13": b"\x7fELF"})
+    (tmp_path / "a").mkdir()  # a real ELF file under the name auditwheel would give a grafted CUDA runtime
+    grafted = rewrite(final(wheelhouse), tmp_path / "a", {"torch_segment_ops.libs/libcudart-0123abcd.so.13": library})
     assert "grafted CUDA library torch_segment_ops.libs/libcudart-0123abcd.so.13" in audit.check_libraries(grafted)
     patched = tmp_path / "patched.so"
     patched.write_bytes(library)

@@ -64,3 +64,15 @@ def test_the_lanes_of_this_session_are_what_the_report_shows(wheelhouse, macos_w
     cross = sum(len(t.python) for t in macos)
     assert report.report(tmp_path).splitlines()[0].startswith(
         f"{total} release cells: {native} ran natively, {cross} cross-built")
+
+
+def test_a_cell_that_ran_only_the_cpu_kernels_says_so_in_the_report():
+    from ci.local import record_result
+
+    row = ("torch 2.10.0+cu128, torch_segment_ops 0.1.0, build stable (python 3.11.7, from /x) [torch uses CUDA "
+           "12.8, the wheel has CUDA 13 builds: import refused with the clear ImportError; CPU kernels tested with "
+           "TORCH_SEGMENT_OPS_CPU_ONLY=1] | op tests: 285 passed in 25s\nthe rest")
+    assert record_result(row) == ("passed: torch uses CUDA 12.8, the wheel has CUDA 13 builds: import refused with "
+                                  "the clear ImportError; CPU kernels tested with TORCH_SEGMENT_OPS_CPU_ONLY=1")
+    assert record_result("torch 2.14.1+cu130, ... build stable + cu13 (...) | op tests: 285 passed") == "passed"
+    assert record_result("FAILED: audit: x\ndetails") == "FAILED: audit: x"
