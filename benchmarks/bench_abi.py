@@ -136,7 +136,7 @@ def main() -> None:
     sizes, feats, threads, repeats = ([10**5, 10**6], [1, 16, 64], [1, 2], 5)
     if args.quick:
         sizes, feats, threads, repeats = [2000], [1, 4], [1], 2
-    python, t = matrix.load()["local"]["python"], matrix.build_torch()
+    python, t = matrix.declaration().local.python, matrix.build_torch()
     env = build.build_env(python, t.pin)
     with tempfile.TemporaryDirectory(prefix="bench-abi-") as tmp:
         tmp = Path(tmp)

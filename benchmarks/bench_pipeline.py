@@ -36,8 +36,8 @@ def main() -> None:
     merged = next(wheelhouse.glob("*.whl"), None)
     if merged is None:
         sys.exit("run `python3.11 -m ci local` first (no wheel in wheelhouse/)")
-    local = matrix.load()["local"]
-    base = envs.base_env(local["python"], matrix.torch(local["torch"][0]).pin)
+    local = matrix.declaration().local
+    base = envs.base_env(local.python, matrix.torch(local.torch[0]).pin)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", tmp, str(ROOT)],
                        check=True, capture_output=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from . import cuda, envs, matrix
 from .build import IGNORED, source_date_epoch
 from .envs import ROOT, log
+from .errors import PipelineError
 
 SUITE = "bookworm"  # its python3 is 3.11, which the torch wheels below target
 PYTHON = "3.11"
@@ -82,7 +83,7 @@ def unavailable() -> str | None:
 def check_host() -> None:
     reason = unavailable()
     if reason:
-        raise SystemExit(f"aarch64 emulation: {reason}")
+        raise PipelineError(f"aarch64 emulation: {reason}")
 
 
 def _stamped(path: Path, spec: str) -> bool:
@@ -151,7 +152,7 @@ def mounted() -> Iterator[Path]:
         for fstype, name in (("proc", "proc"),):
             point = root / name
             if point.is_symlink() or not point.is_dir():
-                raise SystemExit(f"aarch64: refusing to mount on {point}: not a real directory")
+                raise PipelineError(f"aarch64: refusing to mount on {point}: not a real directory")
             subprocess.run(["mount", "-t", fstype, fstype, str(point)], check=True)
             done.append(point)
         yield root
@@ -214,7 +215,7 @@ def build(minor: str, out: Path) -> Path:
         result = chroot(["python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", "/work/dist",
                          "/work/src"], env, check=False)
     if result.returncode != 0:
-        raise SystemExit(f"aarch64 build failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
+        raise PipelineError(f"aarch64 build failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
     (wheel,) = (work / "dist").glob("*.whl")
     out.mkdir(parents=True, exist_ok=True)
     target = out / wheel.name

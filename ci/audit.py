@@ -294,8 +294,8 @@ def check_stripped(wheel: WheelInfo) -> list[str]:
 
 
 def check_size(wheel: WheelInfo) -> list[str]:
-    package = matrix.load()["package"]
-    budget = (package["max_cuda_wheel_kib"] if wheel.cuda_records else package["max_wheel_kib"]) * 1024
+    package = matrix.declaration().package
+    budget = (package.max_cuda_wheel_kib if wheel.cuda_records else package.max_wheel_kib) * 1024
     return [f"{wheel.size / 1024:.0f} KiB is over the {budget // 1024} KiB budget"] if wheel.size > budget else []
 
 

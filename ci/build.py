@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import cuda, envs, matrix
 from .envs import ROOT, log
+from .errors import PipelineError
 
 # Never copied into a build: outputs and caches that could leak into it.
 IGNORED = shutil.ignore_patterns(
@@ -47,7 +48,7 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
     """Build the wheel for torch_minor into out_dir and return its path; with the CUDA builds this
     platform declares (default), or those of cuda_majors."""
     t = matrix.torch(torch_minor)
-    python = python or matrix.load()["local"]["python"]
+    python = python or matrix.declaration().local.python
     env = build_env(python, t.pin)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-build-") as tmp:
@@ -64,7 +65,7 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
         )
     built = sorted(set(out_dir.glob("*.whl")) - before)
     if len(built) != 1:
-        raise SystemExit(f"expected one new wheel in {out_dir}, found {[p.name for p in built]}")
+        raise PipelineError(f"expected one new wheel in {out_dir}, found {[p.name for p in built]}")
     return built[0]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import envs
 from .envs import ROOT, log
+from .errors import PipelineError
 
 # Verbs that run inside the dev env, which they create on first use. Set
 # TORCH_SEGMENT_OPS_USE_CURRENT_ENV=1 to run them in the calling Python instead
@@ -376,8 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.verb not in ("test", "cibuildwheel"):
         parser().error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_OPS_USE_CURRENT_ENV") != "1":
-        dev = envs.dev_env()
-        environ = dict(dev_environ(dev), TORCH_SEGMENT_OPS_USE_CURRENT_ENV="1")
-        return subprocess.run([str(dev.python), "-m", "ci", *argv], cwd=ROOT, env=environ).returncode
-    return args.func(args)
+    try:
+        if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_OPS_USE_CURRENT_ENV") != "1":
+            dev = envs.dev_env()
+            environ = dict(dev_environ(dev), TORCH_SEGMENT_OPS_USE_CURRENT_ENV="1")
+            return subprocess.run([str(dev.python), "-m", "ci", *argv], cwd=ROOT, env=environ).returncode
+        return args.func(args)
+    except PipelineError as error:  # the one place a pipeline error becomes a message and an exit code
+        print(error, file=sys.stderr)
+        return 1

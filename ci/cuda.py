@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import matrix
 from .envs import ROOT, log
+from .errors import PipelineError
 
 CUDA_DIR_VARIABLE = "TORCH_SEGMENT_OPS_CUDA_DIR"
 
@@ -50,7 +51,7 @@ def install(dest: Path, majors: tuple[str, ...] | None = None) -> Path:
                         "--require-hashes", "--target", str(packages), "-r", str(lock_file(major))], check=True)
         toolkit = packages / "nvidia" / f"cu{major}"
         if not (toolkit / "bin" / "nvcc").is_file():
-            raise SystemExit(f"install-cuda: the CUDA {major} packages hold no {toolkit / 'bin' / 'nvcc'}")
+            raise PipelineError(f"install-cuda: the CUDA {major} packages hold no {toolkit / 'bin' / 'nvcc'}")
         if root.is_symlink():
             root.unlink()
         root.symlink_to(toolkit, target_is_directory=True)

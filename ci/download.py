@@ -24,13 +24,14 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from .errors import PipelineError
 from .pick import Candidate, Target, describe, rank, reject_reasons, requires_python, tag_rank, torch_requirement
 
 PROJECT = "torch-segment-ops"
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 
 
-class DownloadError(SystemExit):
+class DownloadError(PipelineError):
     """A clean, one-message failure (non-zero exit); status: the HTTP status, if one came."""
 
     status: int | None = None

@@ -18,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PipelineError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,7 @@ def find_python(version: str) -> str:
         return str(candidates[-1])
     if sys.version.startswith(version + "."):
         return sys.executable
-    raise SystemExit(f"CPython {version} not found (looked for python{version} on PATH and in pyenv)")
+    raise PipelineError(f"CPython {version} not found (looked for python{version} on PATH and in pyenv)")
 
 
 def _spec_hash(spec: str) -> str:
@@ -110,7 +112,7 @@ def base_env(python_version: str, torch_version: str, registry: bool = False) ->
 def uv() -> str:
     found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     if not Path(found).exists():
-        raise SystemExit("uv not found (it is in ci/requirements-pipeline.txt)")
+        raise PipelineError("uv not found (it is in ci/requirements-pipeline.txt)")
     return found
 
 
@@ -178,6 +180,6 @@ def install_torch_here() -> None:
     interpreter (cibuildwheel's before-build/before-test, the verify cells)."""
     pin = os.environ.get("TORCH_SEGMENT_OPS_TORCH_PIN")
     if not pin:
-        raise SystemExit("install-torch: set TORCH_SEGMENT_OPS_TORCH_PIN (e.g. 2.13.0)")
+        raise PipelineError("install-torch: set TORCH_SEGMENT_OPS_TORCH_PIN (e.g. 2.13.0)")
     log(f"installing torch=={pin} {' '.join(torch_index_args())}")
     subprocess.run([sys.executable, "-m", "pip", "install", f"torch=={pin}", *torch_index_args()], check=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import report
 from .envs import ROOT, log
+from .errors import PipelineError
 
 # memcheck slows kernels down by 10-100x: the largest shapes and the compile test stay out
 SANITIZER_SELECTION = "not (huge or skewed or many or compile or gradcheck or wide_rows)"
@@ -63,10 +64,10 @@ def run(wheel: Path | None, out: Path, quick: bool = False) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        raise SystemExit("gpu-check: no CUDA GPU here (torch.cuda.is_available() is False)")
+        raise PipelineError("gpu-check: no CUDA GPU here (torch.cuda.is_available() is False)")
     wheels = [wheel] if wheel else sorted((ROOT / "wheelhouse").glob("*linux*.whl"))
     if len(wheels) != 1:
-        raise SystemExit(f"gpu-check: pass --wheel (found {[w.name for w in wheels]} in wheelhouse/)")
+        raise PipelineError(f"gpu-check: pass --wheel (found {[w.name for w in wheels]} in wheelhouse/)")
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheels[0])],
                    check=True)

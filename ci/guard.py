@@ -30,13 +30,14 @@ from packaging.utils import (
 
 from .download import DownloadError, fetch, index_files, wheel_metadata
 from .envs import ROOT
+from .errors import PipelineError
 from .release import package_version
 
 METADATA_LIMIT = 1 << 20  # a METADATA / PKG-INFO file
 ARCHIVE_LIMIT = 512 << 20  # a wheel or sdist read only when the index offers no PEP 658 metadata
 
 
-class GuardError(SystemExit):
+class GuardError(PipelineError):
     """The release must not go on; the message says why."""
 
 

@@ -13,6 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 from .download import PROJECT, wheel_metadata
+from .errors import PipelineError
 from .pick import requires_python
 
 
@@ -23,7 +24,7 @@ def sha256(data: bytes) -> str:
 def build_index(dist: Path, out: Path) -> Path:
     files = sorted([*dist.glob("*.whl"), *dist.glob("*.tar.gz")])
     if not files:
-        raise SystemExit(f"index: no wheels or sdists in {dist}")
+        raise PipelineError(f"index: no wheels or sdists in {dist}")
     project_dir = out / "simple" / PROJECT
     files_dir = out / "files"
     project_dir.mkdir(parents=True, exist_ok=True)

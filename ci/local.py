@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import audit, build, matrix, merge, repair, report, smoke
 from .envs import ROOT
+from .errors import PipelineError
 from .wheels import WheelInfo
 
 
@@ -38,7 +39,7 @@ class Progress:
         start = time.perf_counter()
         try:
             wheel, result = action()
-        except (SystemExit, Exception) as error:  # recorded, then the run stops
+        except Exception as error:  # recorded, then the run stops
             wheel, result = None, f"FAILED: {error}"
         row = Row(cell, result=result, seconds=time.perf_counter() - start)
         if wheel:
@@ -47,7 +48,7 @@ class Progress:
         self.rows.append(row)
         print(f"      {row.result} ({row.seconds:.1f} s)", flush=True)
         if result.startswith("FAILED"):
-            raise SystemExit(self.table())
+            raise PipelineError(self.table())
         return wheel
 
     def table(self) -> str:
@@ -62,28 +63,28 @@ class Progress:
 def audited(wheel: Path) -> tuple[Path, str]:
     problems = audit.audit(wheel)
     if problems:
-        raise SystemExit("audit failed:\n" + "\n".join(problems))
+        raise PipelineError("audit failed:\n" + "\n".join(problems))
     return wheel, "passed"
 
 
 def smoked(wheel: Path, python: str, pin: str, op_tests: bool = False) -> tuple[None, str]:
     result = smoke.smoke(wheel, python, pin, op_tests)
     if not result.ok:
-        raise SystemExit(result.output)
+        raise PipelineError(result.output)
     return None, result.output.splitlines()[0]
 
 
 def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: str = "native",
         cells: str = "local") -> str:
-    local = matrix.load()["local"]
+    local = matrix.declaration().local
     if cells == "matrix":
         return run_matrix(out)
     if arch == "aarch64":
-        return run_aarch64(out, minors or local["aarch64_torch"])
+        return run_aarch64(out, minors or local.aarch64_torch)
     if arch == "macos-arm64":
-        return run_macos(out, minors or local["macos_torch"])
-    torches = [matrix.torch(m) for m in minors or local["torch"]]
-    return run_native(out, matrix.builds_for(torches), [(local["python"], t) for t in torches], "native",
+        return run_macos(out, minors or local.macos_torch)
+    torches = [matrix.torch(m) for m in minors or local.torch]
+    return run_native(out, matrix.builds_for(torches), [(local.python, t) for t in torches], "native",
                       "Reached {tag} on this machine (glibc here is newer); CI builds in the manylinux_2_28 "
                       "container and reaches manylinux_2_28.")
 
@@ -100,7 +101,7 @@ def run_matrix(out: Path) -> str:
 def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, matrix.Torch]], lane: str,
                note: str, op_tests: bool = False) -> str:
     """Build each of torches on [local] python here, then test the final wheel in each (CPython, torch) cell."""
-    python = matrix.load()["local"]["python"]
+    python = matrix.declaration().local.python
     what = "op tests" if op_tests else "smoke"
     return pipeline(
         out, torches,
@@ -122,7 +123,7 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
     def emulated_smoke(wheel: Path, t: matrix.Torch):
         ok, output = aarch64.smoke(wheel, t.minor)
         if not ok:
-            raise SystemExit(output)
+            raise PipelineError(output)
         return None, output.splitlines()[0] + " | " + output.splitlines()[1]
 
     return pipeline(

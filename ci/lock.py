@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import envs
 from .envs import ROOT
+from .errors import PipelineError
 
 EXCLUDE_NEWER = "2026-11-26T00:00:00Z"
 # lock name -> the oldest CPython that installs it (pipeline: cibuildwheel needs 3.11; the build
@@ -29,7 +30,7 @@ def compile_lock(name: str, out: Path) -> None:
            f"ci/requirements-{name}.txt", "-o", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"lock: uv pip compile of requirements-{name}.txt failed:\n{proc.stderr}")
+        raise PipelineError(f"lock: uv pip compile of requirements-{name}.txt failed:\n{proc.stderr}")
 
 
 def path(name: str) -> Path:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from . import build, envs, macho, matrix
 from .envs import ROOT, log
+from .errors import PipelineError
 
 PLATFORM = "macos-arm64"
 ZIG_TARGET = "aarch64-macos.{target}"
@@ -58,7 +59,7 @@ def torch_tree(pin: str) -> Path:
     if (tree / ".complete").exists():
         return tree
     shutil.rmtree(tree, ignore_errors=True)
-    python = matrix.load()["local"]["python"]
+    python = matrix.declaration().local.python
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-macos-") as tmp:
         log(f"downloading the macOS arm64 torch {pin} wheel (~110 MB) ...")
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
@@ -73,7 +74,7 @@ def torch_tree(pin: str) -> Path:
 
 
 def zig() -> list[str]:
-    env = envs.tools_env(matrix.load()["local"]["python"], "zig", [ROOT / "ci" / "requirements-macos.txt"])
+    env = envs.tools_env(matrix.declaration().local.python, "zig", [ROOT / "ci" / "requirements-macos.txt"])
     return [str(env.python), "-m", "ziglang"]
 
 
@@ -92,7 +93,7 @@ def tool_wrappers() -> Path:
     -m and -arch all (thin files only here); codesign: a no-op, because llvm-install-name-tool
     re-signs ad-hoc itself, and the audit checks that signature."""
     if missing():
-        raise SystemExit(f"macos lane: {missing()}")
+        raise PipelineError(f"macos lane: {missing()}")
     folder = cache() / "bin"
     folder.mkdir(parents=True, exist_ok=True)
     scripts = {name: f'exec {find_llvm(llvm)} "$@"\n' for name, llvm in LLVM_TOOLS.items()}
@@ -130,7 +131,7 @@ def setup_args(env: envs.Env, tree: Path) -> dict:
     out = subprocess.run([str(env.python), "-c", CAPTURE], cwd=tree, capture_output=True, text=True,
                          env=envs.pip_environ())
     if out.returncode != 0:
-        raise SystemExit(f"macos lane: running setup.py for darwin failed:\n{out.stderr}")
+        raise PipelineError(f"macos lane: running setup.py for darwin failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -190,7 +191,7 @@ def run(cmd: list[str]) -> None:
     environ = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=zig_cache, ZIG_LOCAL_CACHE_DIR=zig_cache)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=environ)
     if proc.returncode != 0:
-        raise SystemExit(f"macos lane: {' '.join(cmd[:6])} ... failed:\n{proc.stderr[-3000:]}")
+        raise PipelineError(f"macos lane: {' '.join(cmd[:6])} ... failed:\n{proc.stderr[-3000:]}")
 
 
 def metadata_dir(env: envs.Env, tree: Path, out: Path) -> Path:
@@ -203,7 +204,7 @@ def metadata_dir(env: envs.Env, tree: Path, out: Path) -> Path:
         builder = ProjectBuilder(tree, python_executable=str(env.python), runner=quiet_subprocess_runner)
         return Path(builder.metadata_path(out))
     except BuildBackendException as error:
-        raise SystemExit(f"macos lane: the metadata hook failed: {error}") from None
+        raise PipelineError(f"macos lane: the metadata hook failed: {error}") from None
 
 
 def build_record(t: matrix.Torch) -> dict:
@@ -219,7 +220,7 @@ def build_wheel(minor: str, dist: Path) -> Path:
 
     t = matrix.torch(minor)
     torch = torch_tree(t.pin)
-    env = build.build_env(matrix.load()["local"]["python"], t.pin)
+    env = build.build_env(matrix.declaration().local.python, t.pin)
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-macos-build-") as tmp:
         tree, work = Path(tmp) / "src", Path(tmp) / "work"
         shutil.copytree(ROOT, tree, ignore=build.IGNORED)

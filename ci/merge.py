@@ -14,6 +14,7 @@ from pathlib import Path
 from wheel.wheelfile import WheelError, WheelFile
 
 from . import matrix
+from .errors import PipelineError
 from .wheels import BUILD_DIR, WheelInfo, torch_minor, unsafe_entries
 
 
@@ -50,38 +51,38 @@ def check_compatible(wheels: list[WheelInfo]) -> None:
 
     for other in wheels[1:]:
         if (other.name, other.version.public, other.tags) != (first.name, first.version.public, first.tags):
-            raise SystemExit(f"merge: {other.path.name} does not match {first.path.name} (name, version, tag)")
+            raise PipelineError(f"merge: {other.path.name} does not match {first.path.name} (name, version, tag)")
         a, b = shared(first), shared(other)
         for name in sorted(set(a) ^ set(b)):
-            raise SystemExit(f"merge: {name} is in only one of {first.path.name} and {other.path.name}")
+            raise PipelineError(f"merge: {name} is in only one of {first.path.name} and {other.path.name}")
         for name in sorted(n for n in a if a[n] != b[n]):
-            raise SystemExit(f"merge: {name} differs between {first.path.name} and {other.path.name}")
+            raise PipelineError(f"merge: {name} differs between {first.path.name} and {other.path.name}")
         if dist_info(first) != dist_info(other) or metadata_without_builds(first) != metadata_without_builds(other):
-            raise SystemExit(f"merge: the metadata of {other.path.name} differs from {first.path.name} beyond "
+            raise PipelineError(f"merge: the metadata of {other.path.name} differs from {first.path.name} beyond "
                              "Version and the torch requirement")
     minors = [torch_minor(v) for w in wheels for v in w.builds.values()]
     if len(set(minors)) != len(minors):
-        raise SystemExit(f"merge: several wheels hold a build for the same torch minor: {sorted(minors)}")
+        raise PipelineError(f"merge: several wheels hold a build for the same torch minor: {sorted(minors)}")
 
 
 def read(path: Path) -> WheelInfo:
     """A safe, intact input: no unsafe or duplicate entry, every file matching RECORD."""
     unsafe = unsafe_entries(path)
     if unsafe:
-        raise SystemExit(f"merge: {path.name} has {'; '.join(unsafe)}")
+        raise PipelineError(f"merge: {path.name} has {'; '.join(unsafe)}")
     try:
         return WheelInfo.read(path)
     except (WheelError, zipfile.BadZipFile, KeyError, ValueError) as error:
-        raise SystemExit(f"merge: {path.name} is not an intact wheel: {error}") from None
+        raise PipelineError(f"merge: {path.name} is not an intact wheel: {error}") from None
 
 
 def merge(paths: list[Path], out_dir: Path) -> Path:
     wheels = [read(p) for p in sorted(paths)]
     if not wheels:
-        raise SystemExit("merge: no wheels given")
+        raise PipelineError("merge: no wheels given")
     stable = [w.path.name for w in wheels if w.stable]
     if stable:
-        raise SystemExit(f"merge: {stable[0]} holds a stable-ABI build, which is final as it is (merge combines "
+        raise PipelineError(f"merge: {stable[0]} holds a stable-ABI build, which is final as it is (merge combines "
                          "per-torch builds)")
     check_compatible(wheels)
     first = wheels[0]

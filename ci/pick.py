@@ -15,12 +15,14 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-PLATFORM_ALIASES = {  # user-facing names -> the platform tag our wheels use
-    "linux-x86_64": "manylinux_2_28_x86_64",
-    "linux-aarch64": "manylinux_2_28_aarch64",
-    "macos-arm64": "macosx_14_0_arm64",
-}
 LEGACY_MANYLINUX = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
+
+
+def platform_aliases() -> dict[str, str]:
+    """User-facing platform names (ci/matrix.toml's) -> the platform tag our wheels use."""
+    from . import matrix
+
+    return {p.name: p.wheel_platform for p in matrix.platforms()}
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Target:
 
     def platforms(self) -> list[str]:
         """Platform tags this target accepts, most specific first (as pip orders them)."""
-        plat = PLATFORM_ALIASES.get(self.platform, self.platform)
+        plat = platform_aliases().get(self.platform, self.platform)
         if plat == "native":
             return list(dict.fromkeys(t.platform for t in tags.sys_tags()))
         if m := re.fullmatch(r"manylinux_(\d+)_(\d+)_(\w+)", plat):

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from .envs import ROOT
+from .errors import PipelineError
 
 
 def package_version() -> str:
@@ -21,14 +22,14 @@ def check_tag(tag: str, on_branch: str | None = None, repo: Path = ROOT) -> None
     """The tag names the package version, and (with on_branch) the checked-out commit is on that branch."""
     expected = f"v{package_version()}"
     if tag != expected:
-        raise SystemExit(f"tag {tag!r} does not match the package version: expected {expected!r} "
+        raise PipelineError(f"tag {tag!r} does not match the package version: expected {expected!r} "
                          "(bump torch_segment_ops/_version.py, commit, then tag)")
     if on_branch:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
         found = subprocess.run(["git", "merge-base", "--is-ancestor", "HEAD", on_branch], cwd=repo,
                                capture_output=True, text=True)
         if found.returncode != 0:
-            raise SystemExit(f"tag {tag!r} points at {head[:12] or 'a commit'} which is not on {on_branch}: "
+            raise PipelineError(f"tag {tag!r} points at {head[:12] or 'a commit'} which is not on {on_branch}: "
                              "releases come only from the default branch")
 
 
@@ -37,13 +38,13 @@ def collect(artifacts: Path, out: Path, sums: bool = False) -> list[Path]:
     files = [p for p in sorted(artifacts.rglob("*.whl")) if "+" not in p.name]
     files += sorted(artifacts.rglob("*.tar.gz"))
     if not any(p.suffix == ".whl" for p in files):
-        raise SystemExit(f"collect: no final wheels under {artifacts}")
+        raise PipelineError(f"collect: no final wheels under {artifacts}")
     out.mkdir(parents=True, exist_ok=True)
     copied = []
     for path in files:
         target = out / path.name
         if target.exists():
-            raise SystemExit(f"collect: two artifacts named {path.name}")
+            raise PipelineError(f"collect: two artifacts named {path.name}")
         shutil.copy2(path, target)
         copied.append(target)
     if sums:

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .errors import PipelineError
+
 LIBRARY_SUFFIXES = (".so", ".dylib", ".dll")
 # What torch's CUDA builds load from their nvidia-* packages (sonames, auditwheel's wildcards).
 CUDA_LIBRARIES = ("libcuda*.so*", "libcublas*.so*", "libcusparse*.so*", "libcufft*.so*", "libcurand*.so*",
@@ -28,7 +30,7 @@ CUDA_LIBRARIES = ("libcuda*.so*", "libcublas*.so*", "libcusparse*.so*", "libcuff
 def torch_lib_dir() -> Path:
     spec = importlib.util.find_spec("torch")
     if spec is None or spec.origin is None:
-        raise SystemExit("repair: torch is not installed in this environment; its libraries must be excluded")
+        raise PipelineError("repair: torch is not installed in this environment; its libraries must be excluded")
     return Path(spec.origin).parent / "lib"
 
 
@@ -40,7 +42,7 @@ def excludes(lib_dir: Path) -> list[str]:
     """Every shared library torch ships, by file name (libc10.so, libgomp.so.1, libomp.dylib ...)."""
     names = sorted(p.name for p in lib_dir.iterdir() if p.is_file() and is_library(p.name))
     if not names:
-        raise SystemExit(f"repair: no libraries found in {lib_dir}")
+        raise PipelineError(f"repair: no libraries found in {lib_dir}")
     return names
 
 
@@ -70,5 +72,5 @@ def repair(wheel: Path, dest: Path, plat: str | None = None, lib_dir: Path | Non
     name_version = "-".join(wheel.name.split("-")[:2])
     made = sorted(dest.glob(f"{name_version}-*.whl"), key=lambda p: p.stat().st_mtime)
     if not made:
-        raise SystemExit(f"repair: no repaired wheel for {name_version} in {dest}")
+        raise PipelineError(f"repair: no repaired wheel for {name_version} in {dest}")
     return made[-1]

@@ -43,6 +43,7 @@ import yaml
 
 from . import container, envs, guard, index, matrix
 from .envs import ROOT, log
+from .errors import PipelineError
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 HERE = "ubuntu-latest"  # the runner label this machine stands in for
@@ -58,7 +59,7 @@ echo "release $tag created (stand-in) with $(ls "$dest" | wc -l) assets"
 """
 
 
-class ReplayError(SystemExit):
+class ReplayError(PipelineError):
     """A job failed (or the workflow uses something the replay has no stand-in for)."""
 
 
@@ -211,11 +212,11 @@ def cannot_run(job: dict, context: dict, replay: Replay) -> str | None:
     if python and not python_here(python):
         return f"CPython {python} is not on this machine"
     pin = cell.get("torch_pin")
-    at_hand = matrix.torch(matrix.load()["local"]["torch"][0]).pin  # the torch the container lane has
+    at_hand = matrix.torch(matrix.declaration().local.torch[0]).pin  # the torch the container lane has
     if pin and pin != at_hand:
         return f"torch {pin}: the replay's lanes have torch {at_hand} only (its build cell ran only on GitHub)"
-    if python and python != matrix.load()["local"]["python"]:
-        return f"CPython {python}: torch {pin} is at hand for CPython {matrix.load()['local']['python']} only"
+    if python and python != matrix.declaration().local.python:
+        return f"CPython {python}: torch {pin} is at hand for CPython {matrix.declaration().local.python} only"
     return None
 
 
@@ -223,7 +224,7 @@ def python_here(version: str) -> bool:
     try:
         envs.find_python(version)
         return True
-    except SystemExit:
+    except PipelineError:
         return False
 
 
@@ -328,7 +329,7 @@ def download_artifacts(replay: Replay, args: dict, cwd: Path) -> None:
 
 
 def publish(replay: Replay, packages: Path) -> None:
-    tools = envs.tools_env(matrix.load()["local"]["python"], "replay", [ROOT / "ci" / "requirements-replay.txt"])
+    tools = envs.tools_env(matrix.declaration().local.python, "replay", [ROOT / "ci" / "requirements-replay.txt"])
     files = sorted(str(p) for p in packages.iterdir())
     proc = subprocess.run([str(tools.bin("twine")), "upload", "--non-interactive", "--repository-url",
                            replay.index_url.removesuffix("simple/"), "-u", "replay", "-p", "replay", *files],
@@ -358,7 +359,7 @@ def ensure_gh_stand_in(workdir: Path) -> None:
 @contextmanager
 def package_index(folder: Path):
     """pypiserver on 127.0.0.1 (uploads without authentication); yields its simple index URL."""
-    tools = envs.tools_env(matrix.load()["local"]["python"], "replay", [ROOT / "ci" / "requirements-replay.txt"])
+    tools = envs.tools_env(matrix.declaration().local.python, "replay", [ROOT / "ci" / "requirements-replay.txt"])
     folder.mkdir(parents=True, exist_ok=True)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -386,12 +387,12 @@ def package_index(folder: Path):
 def install_from_index(replay: Replay) -> str:
     """What a user does after the release: pip install our project from the index it was published to
     (torch from the local torch index), then the smoke check from outside the tree."""
-    local = matrix.load()["local"]
+    local = matrix.declaration().local
     env_dir = replay.workdir / "user"
     shutil.rmtree(env_dir, ignore_errors=True)
-    subprocess.run([envs.find_python(local["python"]), "-m", "venv", str(env_dir)], check=True)
+    subprocess.run([envs.find_python(local.python), "-m", "venv", str(env_dir)], check=True)
     python = env_dir / "bin" / "python"
-    pin = matrix.torch(local["torch"][0]).pin
+    pin = matrix.torch(local.torch[0]).pin
     pip = [str(python), "-m", "pip", "install", "-q", "--index-url", replay.index_url,
            "--extra-index-url", f"file://{container.torch_index([pin])}", "torch-segment-ops", f"torch=={pin}"]
     environ = dict(envs.pip_environ(), PIP_CONFIG_FILE=os.devnull)

@@ -71,7 +71,7 @@ def test_sdist_contains_everything_the_build_needs(sdist):
 def test_installs_from_source_against_the_installed_torch(sdist, tmp_path):
     """Without build isolation it builds against the torch that is installed (2.13 here)."""
     pin = matrix.torch("2.13").pin
-    base = envs.base_env(matrix.load()["local"]["python"], pin)
+    base = envs.base_env(matrix.declaration().local.python, pin)
     env = envs.overlay_env(base, "sdist", [build.ROOT / "ci" / "requirements-build.txt"], path=tmp_path / "env")
     env.pip("install", "--no-build-isolation", "--no-deps", str(sdist))
     result = smoke.run_check(env)
@@ -81,7 +81,7 @@ def test_installs_from_source_against_the_installed_torch(sdist, tmp_path):
 
 def test_build_isolation_fails_clearly_instead_of_using_another_torch(sdist, tmp_path):
     """Under isolation torch is absent from the build env: a clear error, never a build against some other torch."""
-    base = envs.base_env(matrix.load()["local"]["python"], matrix.torch("2.13").pin)
+    base = envs.base_env(matrix.declaration().local.python, matrix.torch("2.13").pin)
     env = envs.overlay_env(base, "isolated", path=tmp_path / "env")
     proc = subprocess.run([str(env.python), "-m", "pip", "install", "--no-deps", str(sdist)],
                           capture_output=True, text=True, env=envs.pip_environ())

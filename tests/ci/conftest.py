@@ -15,7 +15,7 @@ def wheelhouse(tmp_path_factory):
     before = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = EPOCH
     try:
-        table = local.run(out)  # raises SystemExit with the table if any stage fails
+        table = local.run(out)  # raises PipelineError with the table if any stage fails
     finally:
         if before is None:
             os.environ.pop("SOURCE_DATE_EPOCH")

@@ -12,7 +12,7 @@ from elftools.elf.elffile import ELFFile
 from ci import aarch64, audit, local, matrix
 from ci.wheels import WheelInfo
 
-MINORS = matrix.load()["local"]["aarch64_torch"]
+MINORS = matrix.declaration().local.aarch64_torch
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def emulated(tmp_path_factory):
     if reason:
         pytest.skip(f"aarch64 emulation unavailable here: {reason}")
     out = tmp_path_factory.mktemp("aarch64")
-    table = local.run(out, arch="aarch64")  # SystemExit (with the table) if any stage fails
+    table = local.run(out, arch="aarch64")  # PipelineError (with the table) if any stage fails
     print(table)
     return out, table
 

@@ -43,7 +43,7 @@ def test_the_wheel_holds_the_cpu_build_and_one_cuda_build_per_declared_major(whe
     assert record["cuda"] == "13.0" and record["cuda_torch"] == spec.torch and record["floor"] == matrix.torch_floor()
     assert record["archs"] == list(spec.elf_archs) and record["ptx"] == "compute_" + spec.ptx.replace(".", "")
     assert audit.check_cuda(info) == [] and audit.check_libraries(info) == [] and audit.check_stable_abi(info) == []
-    budget = matrix.load()["package"]["max_cuda_wheel_kib"]
+    budget = matrix.declaration().package.max_cuda_wheel_kib
     assert info.size < budget * 1024 and audit.check_size(info) == []
 
 

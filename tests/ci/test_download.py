@@ -173,7 +173,7 @@ def test_pip_install_from_the_index_runs_here(wheelhouse, tmp_path):
     index.build_index(dist, tmp_path / "site")
     server = Server(tmp_path / "site")
     try:
-        base = envs.base_env(matrix.load()["local"]["python"], matrix.torch("2.13").pin)
+        base = envs.base_env(matrix.declaration().local.python, matrix.torch("2.13").pin)
         env = envs.overlay_env(base, "index", path=tmp_path / "env")
         env.pip("install", "torch-segment-ops", "--index-url", server.url + "/simple", "--isolated")
         proc = subprocess.run([str(env.python), "-c", "import torch, torch_segment_ops as ts; "

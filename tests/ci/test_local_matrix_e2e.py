@@ -18,21 +18,21 @@ CELLS = matrix.local_matrix_cells()
 
 
 def test_the_cells_cover_every_torch_on_one_cpython_and_every_cpython_on_the_newest_torch():
-    python = matrix.load()["local"]["python"]
+    python = matrix.declaration().local.python
     assert {t.minor for py, t in CELLS if py == python} == {t.minor for t in matrix.torches()}
-    for py in matrix.load()["local"]["matrix_python"]:
+    for py in matrix.declaration().local.matrix_python:
         newest = [t for t in matrix.torches() if py in t.python][-1]
         assert (py, newest) in CELLS
 
 
 def test_from_registry_only_for_what_is_not_on_disk():
-    local = matrix.load()["local"]
-    assert not any(matrix.from_registry(local["python"], matrix.torch(m).pin) for m in local["torch"])
-    assert matrix.from_registry("3.12", matrix.torch(local["torch"][0]).pin)
+    local = matrix.declaration().local
+    assert not any(matrix.from_registry(local.python, matrix.torch(m).pin) for m in local.torch)
+    assert matrix.from_registry("3.12", matrix.torch(local.torch[0]).pin)
 
 
 def test_the_cells_start_at_the_floor():
-    assert [t.minor for py, t in CELLS if py == matrix.load()["local"]["python"]][0] == matrix.torch_floor()
+    assert [t.minor for py, t in CELLS if py == matrix.declaration().local.python][0] == matrix.torch_floor()
 
 
 @pytest.fixture(scope="module")

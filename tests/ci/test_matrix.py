@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ci import matrix
+from ci.errors import PipelineError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -54,16 +55,46 @@ def test_per_torch_mode_builds_platform_times_torch_and_merges(per_torch):
     assert matrix.wheel_tag_prefix() == "cp310-abi3"
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("abi", "both", "abi must be 'stable' or 'per-torch'"),
-    ("build_torch", "2.9", "build_torch '2.9' must be a declared torch >= torch_floor"),
-])
-def test_bad_declarations_are_named(monkeypatch, key, value, message):
+def changed(*path, value=None, delete=False):
+    """The declaration's data with one value set (or deleted) at path."""
     data = copy.deepcopy(matrix.load())
-    data["package"][key] = value
-    monkeypatch.setattr(matrix, "load", lambda path=None: data)
-    with pytest.raises(SystemExit, match=message):
-        matrix.build_cells("release")
+    table = data
+    for key in path[:-1]:
+        table = table[key]
+    if delete:
+        del table[path[-1]]
+    else:
+        table[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("package", "abi"), "both", "package.abi: must be 'stable' or 'per-torch', got 'both'"),
+    (("package", "build_torch"), "2.9", "package.build_torch: '2.9' must be a declared torch >= torch_floor"),
+    (("package", "abi_mode"), "stable", "package.abi_mode: unknown key"),
+    (("package", "max_wheel_kib"), "1 MiB", "package.max_wheel_kib: expected an integer, got '1 MiB'"),
+    (("platforms", "linux-x86_64", "archs"), "x86_64", "platforms.linux-x86_64.archs: unknown key"),
+    (("platforms", "linux-x86_64", "cuda"), ["12"], 'platforms.linux-x86_64.cuda: CUDA 12 has no \\[cuda."12"\\]'),
+    (("torch", "2.13", "python"), "3.10", 'torch."2.13".python: expected \\[oldest, newest\\] CPython'),
+    (("cuda", "13", "archs"), "7.5", 'cuda."13".archs: expected a list of strings'),
+    (("scopes", "pr"), "latest", "scopes.pr: must be one of 'newest', 'all', got 'latest'"),
+    (("local", "aarch64_torch"), ["2.99"], "local.aarch64_torch: torch 2.99 is not declared"),
+    (("matrix",), {}, "matrix: unknown table"),
+])
+def test_bad_declarations_are_errors_naming_the_key(path, value, message):
+    with pytest.raises(PipelineError, match="ci/matrix.toml: " + message):
+        matrix.parse(changed(*path, value=value))
+
+
+@pytest.mark.parametrize("path", [("package", "torch_floor"), ("platforms", "macos-arm64", "runner"), ("local",)])
+def test_missing_keys_are_errors_naming_the_key(path):
+    with pytest.raises(PipelineError, match="ci/matrix.toml: " + ".".join(path) + ": missing"):
+        matrix.parse(changed(*path, delete=True))
+
+
+def test_an_unknown_scope_is_an_error_not_all():
+    with pytest.raises(PipelineError, match="unknown scope 'nightly'"):
+        matrix.scope_torches("nightly")
 
 
 def test_verify_cells_cover_every_supported_python():
@@ -74,11 +105,13 @@ def test_verify_cells_cover_every_supported_python():
     assert len(cells) == len(matrix.platforms()) * sum(len(t.python) for t in matrix.torches())
 
 
-def test_torch_2_15_starts_at_cp311_and_selectors_follow_python_ranges():
-    t215 = matrix.torch("2.15")
-    assert t215.python[0] == "3.11" and t215.python[-1] == "3.15"
-    assert matrix.cibw_build_selector(t215).split()[0] == "cp311-*"
-    assert matrix.cibw_build_selector(matrix.torch("2.13")).split() == [f"cp3{m}-*" for m in range(10, 15)]
+def test_selectors_follow_each_declared_python_range():
+    narrowed = matrix.parse(changed("torch", "2.13", "python", value=["3.11", "3.13"]))
+    assert [t.python for t in narrowed.torches if t.minor == "2.13"] == [("3.11", "3.12", "3.13")]  # inclusive
+    for t in matrix.torches():
+        low, high = matrix.load()["torch"][t.minor]["python"]
+        assert matrix.cibw_build_selector(t).split() == [f"cp{v.replace('.', '')}-*" for v in
+                                                        matrix.python_range(low, high)]
 
 
 def test_artifact_names(per_torch):
@@ -98,11 +131,11 @@ def test_local_torches_are_declared_and_the_dev_env_uses_them():
 
     from ci import envs
 
-    local = matrix.load()["local"]
-    assert all(matrix.torch(m) for m in local["torch"] + local["aarch64_torch"])
+    local = matrix.declaration().local
+    assert all(matrix.torch(m) for m in local.torch + local.aarch64_torch)
     defaults = inspect.signature(envs.dev_env).parameters
-    assert defaults["python_version"].default == local["python"]
-    assert defaults["torch_version"].default == matrix.torch(local["torch"][0]).pin
+    assert defaults["python_version"].default == local.python
+    assert defaults["torch_version"].default == matrix.torch(local.torch[0]).pin
 
 
 def test_requirement_includes_are_part_of_the_env_spec():

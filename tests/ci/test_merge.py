@@ -3,6 +3,7 @@ import zipfile
 import pytest
 
 from ci import audit, merge
+from ci.errors import PipelineError
 from ci.wheels import WheelInfo
 from tests.ci.wheel_factory import make_wheel
 
@@ -40,12 +41,12 @@ def test_refuses_mismatched_inputs(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     b = make_wheel(other, version="0.2.0+pt214", torch="2.14.1", requires="torch==2.14.*")
-    with pytest.raises(SystemExit, match="does not match"):
+    with pytest.raises(PipelineError, match="does not match"):
         merge.merge([a, b], tmp_path / "out")
     dup = tmp_path / "dup"
     dup.mkdir()
     c = make_wheel(dup, builds={"torch_2_13_b": "2.13.1"})
-    with pytest.raises(SystemExit, match="same torch minor"):
+    with pytest.raises(PipelineError, match="same torch minor"):
         merge.merge([a, c], tmp_path / "out")
 
 
@@ -54,14 +55,14 @@ def test_refuses_stable_wheels(tmp_path):
                         builds={}, extra={"torch_segment_ops/_builds/stable/build.json":
                                           b'{"abi": "stable", "floor": "2.10", "torch": "2.13.0"}',
                                           "torch_segment_ops/_builds/stable/_C.so": b"library"})
-    with pytest.raises(SystemExit, match="holds a stable-ABI build, which is final"):
+    with pytest.raises(PipelineError, match="holds a stable-ABI build, which is final"):
         merge.merge([stable, per_torch(tmp_path, "2.14")], tmp_path / "out")
 
 
 def test_refuses_different_package_code(tmp_path):
     a = per_torch(tmp_path, "2.13")
     b = per_torch(tmp_path, "2.14", "1", extra={"torch_segment_ops/__init__.py": b"# another commit\n"})
-    with pytest.raises(SystemExit, match="differs"):
+    with pytest.raises(PipelineError, match="differs"):
         merge.merge([a, b], tmp_path / "out")
 
 
@@ -76,14 +77,14 @@ def raw_wheel(path, entries):
 def test_refuses_a_file_that_only_one_input_has(tmp_path):
     a = per_torch(tmp_path, "2.13")
     b = per_torch(tmp_path, "2.14", "1", extra={"torch_segment_ops/extra.py": b"# only here\n"})
-    with pytest.raises(SystemExit, match="extra.py is in only one of"):
+    with pytest.raises(PipelineError, match="extra.py is in only one of"):
         merge.merge([a, b], tmp_path / "out")
 
 
 def test_refuses_metadata_that_differs_beyond_version_and_torch(tmp_path):
     a = per_torch(tmp_path, "2.13")
     b = per_torch(tmp_path, "2.14", "1", headers=["Requires-Dist: evil-package"])
-    with pytest.raises(SystemExit, match="metadata of .* differs"):
+    with pytest.raises(PipelineError, match="metadata of .* differs"):
         merge.merge([a, b], tmp_path / "out")
 
 
@@ -107,7 +108,7 @@ def test_refuses_unsafe_or_duplicate_entries(tmp_path, entry, problem):
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     bad = raw_wheel(bad_dir / good.name, entries)
-    with pytest.raises(SystemExit, match=problem.replace("\\\\", "\\\\\\\\")):
+    with pytest.raises(PipelineError, match=problem.replace("\\\\", "\\\\\\\\")):
         merge.merge([good, bad], tmp_path / "out")
 
 
@@ -118,5 +119,5 @@ def test_refuses_a_wheel_whose_files_do_not_match_record(tmp_path):
                    for info in zf.infolist()]
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
-    with pytest.raises(SystemExit, match="is not an intact wheel"):
+    with pytest.raises(PipelineError, match="is not an intact wheel"):
         merge.merge([raw_wheel(bad_dir / good.name, entries)], tmp_path / "out")

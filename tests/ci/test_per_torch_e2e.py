@@ -13,8 +13,8 @@ from ci.wheels import WheelInfo
 
 pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "aten_ext"
-PYTHON = matrix.load()["local"]["python"]
-MINORS = matrix.load()["local"]["torch"]  # the torch builds on local disk: 2.13, 2.14
+PYTHON = matrix.declaration().local.python
+MINORS = matrix.declaration().local.torch  # the torch builds on local disk: 2.13, 2.14
 
 
 @pytest.fixture(scope="module")

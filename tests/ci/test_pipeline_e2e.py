@@ -38,9 +38,9 @@ def test_the_final_wheel_is_one_stable_build_and_passes_audit(wheelhouse):
     assert not (wheelhouse / "per-torch").exists() or not list((wheelhouse / "per-torch").iterdir())  # no merge
 
 
-@pytest.mark.parametrize("minor", matrix.load()["local"]["torch"])
+@pytest.mark.parametrize("minor", matrix.declaration().local.torch)
 def test_the_same_wheel_smoke_under_each_torch(wheelhouse, minor):
-    result = smoke.smoke(final(wheelhouse), matrix.load()["local"]["python"], matrix.torch(minor).pin)
+    result = smoke.smoke(final(wheelhouse), matrix.declaration().local.python, matrix.torch(minor).pin)
     assert result.ok, result.output
     assert f"torch {matrix.torch(minor).pin}" in result.output and "build stable" in result.output
     # the torch builds on disk: 2.13.0 is a CPU build, 2.14.1 PyPI's CUDA 13.0 build
@@ -75,7 +75,7 @@ def test_audit_rejects_a_wheel_with_grafted_torch(wheelhouse, tmp_path):
 def envs_torch_lib(minor):
     from ci import envs
 
-    return envs.base_env(matrix.load()["local"]["python"], matrix.torch(minor).pin).site_packages / "torch" / "lib"
+    return envs.base_env(matrix.declaration().local.python, matrix.torch(minor).pin).site_packages / "torch" / "lib"
 
 
 def test_builds_are_reproducible(wheelhouse, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from ci import release
+from ci.errors import PipelineError
 
 VERSION = release.package_version()
 
@@ -37,10 +38,10 @@ def test_a_tag_on_the_default_branch_passes(repo):
 
 def test_a_tag_off_the_default_branch_is_refused(repo):
     git(repo, "checkout", "-q", "origin/side")
-    with pytest.raises(SystemExit, match="is not on origin/main: releases come only from the default branch"):
+    with pytest.raises(PipelineError, match="is not on origin/main: releases come only from the default branch"):
         release.check_tag(f"v{VERSION}", "origin/main", repo)
 
 
 def test_a_tag_that_is_not_the_version_is_refused(repo):
-    with pytest.raises(SystemExit, match="does not match the package version"):
+    with pytest.raises(PipelineError, match="does not match the package version"):
         release.check_tag("v9.9.9", "origin/main", repo)
