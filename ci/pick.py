@@ -108,7 +108,7 @@ def rank(candidates: list[Candidate], target: Target) -> list[Candidate]:
 
 
 def describe(target: Target) -> str:
-    return f"{PLATFORM_ALIASES.get(target.platform, target.platform)}, CPython {target.python}" + (
+    return f"{platform_aliases().get(target.platform, target.platform)}, CPython {target.python}" + (
         f", torch {target.torch}" if target.torch else "")
 
 
