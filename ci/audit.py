@@ -23,7 +23,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from wheel.wheelfile import WheelError
 
-from . import macho, matrix
+from . import macho, matrix, names
 from .repair import CUDA_LIBRARIES
 from .wheels import WheelInfo, torch_minor, unsafe_entries
 
@@ -89,7 +89,7 @@ def check_metadata(wheel: WheelInfo) -> list[str]:
             if requirement.specifier != SpecifierSet(f">={floor}"):
                 problems.append(f"Requires-Dist {requirement} should be torch>={floor}")
     elif wheel.version.local:  # a per-torch wheel: 0.1.0+pt213 <-> torch==2.13.*
-        label = "pt" + minors[0].replace(".", "")
+        label = names.torch_label(minors[0])
         if len(minors) != 1 or wheel.version.local != label:
             problems.append(f"local label +{wheel.version.local} does not match its build(s) for torch {minors}")
         if requirement.specifier != SpecifierSet(f"=={minors[0]}.*"):

@@ -24,6 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from . import names
 from .errors import PipelineError
 from .pick import Candidate, Target, describe, rank, reject_reasons, requires_python, tag_rank, torch_requirement
 
@@ -162,9 +163,9 @@ class RunSource:
         self.candidates = []
         for artifact in artifacts:
             name = artifact["name"]
-            if not name.startswith("wheels-"):
+            platform = names.artifact_platform(name)
+            if platform is None:
                 continue
-            platform = name.removeprefix("wheels-").split("-torch")[0]
             if tag_rank(f"x-0-cp310-abi3-{platform}.whl", target) is None:
                 self.candidates.append(Candidate(f"{name} (artifact)", reasons=[f"platform {platform} does not fit"]))
                 continue

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from email.parser import HeaderParser
 
 import tomllib
 from packaging.utils import (
@@ -28,6 +27,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
+from . import names
 from .download import DownloadError, fetch, index_files, wheel_metadata
 from .envs import ROOT
 from .errors import PipelineError
@@ -96,7 +96,7 @@ def read_metadata(file: dict) -> str:
 
 def sources(metadata: str) -> list[str]:
     """The URLs a release names: every Project-URL and the Home-page."""
-    headers = HeaderParser().parsestr(metadata, headersonly=True)
+    headers = names.metadata(metadata)
     urls = [value.partition(",")[2].strip() for value in headers.get_all("Project-URL") or []]
     return urls + [headers["Home-page"].strip()] if headers["Home-page"] else urls
 

@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, fields
 from functools import cache
 from pathlib import Path
 
+from . import names
 from .errors import PipelineError
 
 try:
@@ -48,7 +49,7 @@ class Torch:
     @property
     def label(self) -> str:
         """Local version label of a per-torch wheel: 2.13 -> pt213."""
-        return "pt" + self.minor.replace(".", "")
+        return names.torch_label(self.minor)
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def cibw_build_selector(t: Torch) -> str:
 
 def artifact_name(plat: Platform, t: Torch | None = None) -> str:
     """wheels-manylinux_2_28_aarch64-torch2.14 (a per-torch build) or wheels-<platform> (final)."""
-    return f"wheels-{plat.wheel_platform}" + (f"-torch{t.minor}" if t else "")
+    return names.artifact(plat.wheel_platform, t.minor if t else None)
 
 
 def build_cells(scope: str) -> list[dict]:

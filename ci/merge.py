@@ -15,7 +15,8 @@ from wheel.wheelfile import WheelError, WheelFile
 
 from . import matrix
 from .errors import PipelineError
-from .wheels import BUILD_DIR, WheelInfo, torch_minor, unsafe_entries
+from .names import BUILD_DIR
+from .wheels import WheelInfo, torch_minor, unsafe_entries
 
 
 def rewrite_metadata(text: str, version: str, requirement: str) -> str:

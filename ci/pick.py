@@ -4,7 +4,6 @@ metadata. Pure functions, no I/O."""
 
 from __future__ import annotations
 
-import email.parser
 import re
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +13,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
+
+from . import names
 
 LEGACY_MANYLINUX = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
 
@@ -74,13 +75,13 @@ def tag_rank(filename: str, target: Target) -> int | None:
 
 def torch_requirement(metadata: str) -> str | None:
     """The specifier of the Requires-Dist on torch in a METADATA text (None: no such requirement)."""
-    reqs = [Requirement(r) for r in email.parser.HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []]
+    reqs = [Requirement(r) for r in names.metadata(metadata).get_all("Requires-Dist") or []]
     torch = [r for r in reqs if canonicalize_name(r.name) == "torch"]
     return str(torch[0].specifier) if torch else None
 
 
 def requires_python(metadata: str) -> str | None:
-    return email.parser.HeaderParser().parsestr(metadata)["Requires-Python"]
+    return names.metadata(metadata)["Requires-Python"]
 
 
 def reject_reasons(candidate: Candidate, target: Target) -> list[str]:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import names
 from .envs import ROOT
 from .errors import PipelineError
 
@@ -35,7 +36,7 @@ def check_tag(tag: str, on_branch: str | None = None, repo: Path = ROOT) -> None
 
 def collect(artifacts: Path, out: Path, sums: bool = False) -> list[Path]:
     """Final wheels (no local +ptAB label: those are per-torch intermediates) and sdists."""
-    files = [p for p in sorted(artifacts.rglob("*.whl")) if "+" not in p.name]
+    files = [p for p in sorted(artifacts.rglob("*.whl")) if not names.is_per_torch_intermediate(p.name)]
     files += sorted(artifacts.rglob("*.tar.gz"))
     if not any(p.suffix == ".whl" for p in files):
         raise PipelineError(f"collect: no final wheels under {artifacts}")

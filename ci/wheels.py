@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.parser
 import json
 import re
 import zipfile
@@ -15,10 +14,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 from wheel.wheelfile import WheelFile
 
-# <package>/_builds/<build>/build.json: the layout of every extension this pipeline builds (any
-# package name: the verbs read it from the wheel, nothing here is torch-segment-ops' own).
-BUILD_RECORD = re.compile(r"^([A-Za-z_]\w*)/_builds/([^/]+)/build\.json$")
-BUILD_DIR = re.compile(r"^[A-Za-z_]\w*/_builds/[^/]+/")
+from . import names
+from .names import BUILD_RECORD
 
 
 @dataclass
@@ -45,7 +42,7 @@ class WheelInfo:
 
     @property
     def metadata(self):
-        return email.parser.Parser().parsestr(self.files[f"{self.dist_info}/METADATA"].decode())
+        return names.metadata(self.files[f"{self.dist_info}/METADATA"].decode())
 
     @property
     def torch_requirement(self) -> Requirement | None:
