@@ -5,6 +5,7 @@ Run:  python3.11 -m ci bench --pipeline   (after `python3.11 -m ci local`, which
 Prints the results and writes them to benchmarks/PIPELINE.md.
 """
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,8 @@ def main() -> None:
         pip_s = min(timed_pip_version(base) for _ in range(3))
         sdist_s = timed_install(base, sdist, [ROOT / "ci" / "requirements-build.txt"])
     lines = ["### Install: wheel vs sdist", "",
-             f"`pip install --no-deps` into a fresh env over torch {base.path.name}, this machine (2 cores):", "",
+             f"`pip install --no-deps` into a fresh env over torch {base.path.name}, this machine "
+             f"({os.cpu_count()} cores):", "",
              "| what | seconds |", "|---|---|",
              f"| final wheel ({merged.name}) | {wheel_s:.2f} |",
              f"| sdist ({sdist.name}, compiles the extension) | {sdist_s:.1f} |",
