@@ -54,18 +54,19 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-build-") as tmp:
         tree = Path(tmp) / "src"
         shutil.copytree(source, tree, ignore=IGNORED)
-        before = set(out_dir.glob("*.whl"))
         log(f"building the wheel for torch {t.pin} (CPython {python}) ...")
         environ = dict(envs.pip_environ(), SOURCE_DATE_EPOCH=source_date_epoch(),
                        **cuda.build_environ(cuda.cache(), cuda_majors))
+        fresh = Path(tmp) / "dist"  # then moved: a wheel of the same name already in out_dir is replaced
         subprocess.run(
-            [str(env.python), "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(out_dir),
+            [str(env.python), "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(fresh),
              str(tree)],
             check=True, env=environ,
         )
-    built = sorted(set(out_dir.glob("*.whl")) - before)
-    if len(built) != 1:
-        raise PipelineError(f"expected one new wheel in {out_dir}, found {[p.name for p in built]}")
+        built = sorted(fresh.glob("*.whl"))
+        if len(built) != 1:
+            raise PipelineError(f"expected one wheel from the build, found {[p.name for p in built]}")
+        built = [Path(shutil.move(built[0], out_dir / built[0].name))]
     return built[0]
 
 
