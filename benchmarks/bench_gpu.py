@@ -14,11 +14,10 @@ input in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
+import bench_ops
 import torch
-from bench_ops import Case, alternatives
+from bench_ops import Case, alternatives, run
 
 import torch_segment_ops as ts
 
@@ -34,56 +33,47 @@ def on_gpu(case: Case) -> Case:
 
 
 def timed(fn, x: torch.Tensor, backward: bool) -> float:
-    """ms of fn(x) (and its backward): CUDA events on the GPU, the wall clock elsewhere."""
+    """Seconds of fn(x) (and its backward): CUDA events on the GPU, bench_ops' wall clock elsewhere."""
+    if DEVICE != "cuda":
+        return run(fn, x, backward)
     if backward:
         x = x.detach().requires_grad_()
-    cuda = DEVICE == "cuda"
-    if cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-    began = time.perf_counter()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
     out = fn(x)
     if backward:
         out.backward(torch.ones_like(out))
-    if not cuda:
-        return (time.perf_counter() - began) * 1e3
     end.record()
     end.synchronize()
-    return start.elapsed_time(end)
+    return start.elapsed_time(end) / 1e3
 
 
 def compare(fns, x, backward: bool, repeats: int) -> dict[str, float | None]:
-    times: dict[str, list[float]] = {}
-    for name, fn in fns.items():
-        try:
-            timed(fn, x, backward)
-            times[name] = []
-        except (RuntimeError, NotImplementedError):
-            pass
-    for _ in range(repeats):
-        for name in times:
-            times[name].append(timed(fns[name], x, backward))
-    return {name: statistics.median(times[name]) if name in times else None for name in fns}
+    return bench_ops.compare(fns, x, backward, repeats, timer=timed)
 
 
-def op_table(op: str, sizes, feats, repeats) -> list[str]:
-    rows, names = [], []
+def shapes(sizes, feats):
+    """(E, F, lengths kind, Case on the device) for every shape within MAX_INPUT_BYTES; frees each after use."""
     for rows_e in sizes:
         for feat in feats:
             if rows_e * feat * 4 > MAX_INPUT_BYTES:
                 continue
             for kind in ("uniform", "skewed"):
-                case = on_gpu(Case(rows_e, feat, kind))
-                fns = alternatives(op, case)
-                names = list(fns)
-                x = case.seg_src if op == "gather" else case.src
-                for backward in (False, True):
-                    ms = compare(fns, x, backward, repeats)
-                    rows.append((rows_e, feat, kind, "fwd+bwd" if backward else "fwd", ms))
-                    print(op, rows[-1][:4], {k: v and round(v, 3) for k, v in ms.items()}, flush=True)
-                del case
+                yield rows_e, feat, kind, on_gpu(Case(rows_e, feat, kind))
                 if DEVICE == "cuda":
                     torch.cuda.empty_cache()
+
+
+def op_table(op: str, sizes, feats, repeats) -> list[str]:
+    rows, names = [], []
+    for rows_e, feat, kind, case in shapes(sizes, feats):
+        fns = alternatives(op, case)
+        names = list(fns)
+        x = case.seg_src if op == "gather" else case.src
+        for backward in (False, True):
+            ms = compare(fns, x, backward, repeats)
+            rows.append((rows_e, feat, kind, "fwd+bwd" if backward else "fwd", ms))
+            print(op, rows[-1][:4], {k: v and round(v, 3) for k, v in ms.items()}, flush=True)
     header = ["E", "F", "lengths", "pass", *names, "best alternative", "ratio"]
     lines = [f"### {op}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     wins = 0
@@ -103,27 +93,20 @@ def bandwidth_table(sizes, feats, repeats) -> list[str]:
              "GB/s = (bytes read + bytes written) / time; copy is `dst.copy_(src)` into a preallocated tensor.", "",
              "| E | F | lengths | sum ms | sum GB/s | max ms | max GB/s | copy ms | copy GB/s | sum / copy "
              "| max / copy |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for rows_e in sizes:
-        for feat in feats:
-            if rows_e * feat * 4 > MAX_INPUT_BYTES:
-                continue
-            for kind in ("uniform", "skewed"):
-                case = on_gpu(Case(rows_e, feat, kind))
-                dst = torch.empty_like(case.src)
-                fns = {"sum": lambda x, c=case: ts.segment_reduce(x, c.indptr),
-                       "max": lambda x, c=case: ts.segment_reduce(x, c.indptr, "max"),
-                       "copy": lambda x, d=dst: d.copy_(x)}
-                ms = compare(fns, case.src, False, repeats)
-                nbytes = case.src.numel() * 4
-                reduced = (nbytes + case.segs * feat * 4 + case.indptr.numel() * 8) / 1e6
-                bw = {k: reduced / ms[k] for k in ("sum", "max")}
-                bw["copy"] = 2 * nbytes / 1e6 / ms["copy"]
-                lines.append(f"| {rows_e:.0e} | {feat} | {kind} | {ms['sum']:.3f} | {bw['sum']:.0f} | "
-                             f"{ms['max']:.3f} | {bw['max']:.0f} | {ms['copy']:.3f} | {bw['copy']:.0f} | "
-                             f"**{bw['sum'] / bw['copy']:.0%}** | **{bw['max'] / bw['copy']:.0%}** |")
-                del case, dst
-                if DEVICE == "cuda":
-                    torch.cuda.empty_cache()
+    for rows_e, feat, kind, case in shapes(sizes, feats):
+        dst = torch.empty_like(case.src)
+        fns = {"sum": lambda x, c=case: ts.segment_reduce(x, c.indptr),
+               "max": lambda x, c=case: ts.segment_reduce(x, c.indptr, "max"),
+               "copy": lambda x, d=dst: d.copy_(x)}
+        ms = compare(fns, case.src, False, repeats)
+        nbytes = case.src.numel() * 4
+        reduced = (nbytes + case.segs * feat * 4 + case.indptr.numel() * 8) / 1e6
+        bw = {k: reduced / ms[k] for k in ("sum", "max")}
+        bw["copy"] = 2 * nbytes / 1e6 / ms["copy"]
+        lines.append(f"| {rows_e:.0e} | {feat} | {kind} | {ms['sum']:.3f} | {bw['sum']:.0f} | "
+                     f"{ms['max']:.3f} | {bw['max']:.0f} | {ms['copy']:.3f} | {bw['copy']:.0f} | "
+                     f"**{bw['sum'] / bw['copy']:.0%}** | **{bw['max'] / bw['copy']:.0%}** |")
+        del dst
     return lines + [""]
 
 

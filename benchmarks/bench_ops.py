@@ -98,18 +98,20 @@ def run(fn: Fn, x: torch.Tensor, backward: bool) -> float:
     return time.perf_counter() - start
 
 
-def compare(fns: dict[str, Fn], x: torch.Tensor, backward: bool, repeats: int) -> dict[str, float | None]:
-    """Median ms per function, interleaved; None where the function cannot run."""
+def compare(fns: dict[str, Fn], x: torch.Tensor, backward: bool, repeats: int,
+            timer: Callable[[Fn, torch.Tensor, bool], float] = run) -> dict[str, float | None]:
+    """Median ms per function, interleaved; None where the function cannot run. timer(fn, x, backward)
+    returns seconds (default: the wall clock; bench_gpu.py passes CUDA events)."""
     times: dict[str, list[float]] = {}
     for name, fn in fns.items():
         try:
-            run(fn, x, backward)  # warm-up
+            timer(fn, x, backward)  # warm-up
             times[name] = []
         except (RuntimeError, NotImplementedError):
             pass
     for _ in range(repeats):
         for name in times:
-            times[name].append(run(fns[name], x, backward))
+            times[name].append(timer(fns[name], x, backward))
     return {name: (statistics.median(times[name]) * 1e3 if name in times else None) for name in fns}
 
 

@@ -23,7 +23,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from wheel.wheelfile import WheelError
 
-from . import macho, matrix, names
+from . import envs, macho, matrix, names
 from .repair import CUDA_LIBRARIES
 from .wheels import WheelInfo, torch_minor, unsafe_entries
 
@@ -144,24 +144,13 @@ def check_libraries(wheel: WheelInfo) -> list[str]:
     return problems
 
 
-def cuobjdump() -> str | None:
-    """cuobjdump on PATH, else the one of the nvidia-cuda-cuobjdump package (ci/requirements-pipeline.txt)."""
-    found = shutil.which("cuobjdump")
-    if found:
-        return found
-    try:
-        import nvidia
-    except ImportError:
-        return None
-    return next((str(p) for base in nvidia.__path__ for p in sorted(Path(base).glob("cu*/bin/cuobjdump"))), None)
-
-
 def fatbin_listing(content: bytes, what: str) -> list[str]:
     """The cubin (--list-elf) or PTX (--list-ptx) architectures in a library's fatbin: sm_90, ..."""
     with tempfile.NamedTemporaryFile(suffix=".so") as tmp:
         tmp.write(content)
         tmp.flush()
-        result = subprocess.run([cuobjdump(), f"--list-{what}", tmp.name], capture_output=True, text=True)
+        result = subprocess.run([envs.nvidia_tool("cuobjdump"), f"--list-{what}", tmp.name], capture_output=True,
+                                text=True)
     if result.returncode != 0:
         return []  # no fatbin at all
     return sorted(set(re.findall(r"\.(sm_\d+a?)\.(?:cubin|ptx)", result.stdout)), key=lambda a: int(a[3:].rstrip("a")))
@@ -177,7 +166,7 @@ def check_cuda(wheel: WheelInfo) -> list[str]:
         have = {record["cuda"].split(".")[0] for record in wheel.cuda_records.values()}
         problems += [f"no CUDA {major} build (ci/matrix.toml declares it for {plat.name})"
                      for major in plat.cuda if major not in have]
-    if wheel.cuda_records and cuobjdump() is None:
+    if wheel.cuda_records and envs.nvidia_tool("cuobjdump") is None:
         return problems + ["cuobjdump is not installed (nvidia-cuda-cuobjdump, ci/requirements-pipeline.txt)"]
     for folder, record in wheel.cuda_records.items():
         major = record["cuda"].split(".")[0]

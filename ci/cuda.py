@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import matrix
-from .envs import ROOT, log
+from .envs import ROOT, cache_dir, log
 from .errors import PipelineError
 
 CUDA_DIR_VARIABLE = "TORCH_SEGMENT_OPS_CUDA_DIR"
@@ -65,7 +65,5 @@ def build_environ(dest: Path, majors: tuple[str, ...] | None = None) -> dict[str
 
 
 def cache() -> Path:
-    from .envs import cache_dir
-
     return cache_dir() / "cuda"
 

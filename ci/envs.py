@@ -10,6 +10,7 @@ out of the base. An env is rebuilt when its spec (requirements) changes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -107,6 +108,21 @@ def base_env(python_version: str, torch_version: str, registry: bool = False) ->
     spec = "\n".join(reqs + torch_index_args())
     path = cache_dir() / "envs" / f"py{python_version}-torch{torch_version}"
     return _create(path, find_python(python_version), spec, lambda env: env.pip("install", *reqs, *torch_index_args()))
+
+
+@functools.cache
+def nvidia_tool(name: str) -> str | None:
+    """An NVIDIA command-line tool (cuobjdump, compute-sanitizer): on PATH, else in an installed
+    nvidia-* package (nvidia-cuda-cuobjdump, nvidia-cuda-sanitizer-api)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    return next((str(p) for base in nvidia.__path__ for p in sorted(Path(base).glob(f"**/{name}")) if p.is_file()),
+                None)
 
 
 def uv() -> str:

@@ -20,23 +20,11 @@ import time
 from pathlib import Path
 
 from . import report
-from .envs import ROOT, log
+from .envs import ROOT, log, nvidia_tool
 from .errors import PipelineError
 
 # memcheck slows kernels down by 10-100x: the largest shapes and the compile test stay out
 SANITIZER_SELECTION = "not (huge or skewed or many or compile or gradcheck or wide_rows)"
-
-
-def sanitizer() -> str | None:
-    found = shutil.which("compute-sanitizer")
-    if found:
-        return found
-    try:
-        import nvidia
-    except ImportError:
-        return None
-    return next((str(p) for base in nvidia.__path__ for p in sorted(Path(base).glob("**/compute-sanitizer"))
-                 if p.is_file()), None)
 
 
 def tests_copy(folder: Path) -> Path:
@@ -76,7 +64,7 @@ def run(wheel: Path | None, out: Path, quick: bool = False) -> int:
         here = tests_copy(Path(tmp))
         pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         ok = step("GPU tests + op suite", [*pytest, "tests/gpu", "tests/ops"], here, results)
-        tool = sanitizer()
+        tool = nvidia_tool("compute-sanitizer")
         if tool:
             ok &= step("compute-sanitizer memcheck", [tool, "--tool", "memcheck", "--error-exitcode", "2",
                                                       *pytest, "tests/gpu", "-k", SANITIZER_SELECTION], here, results)

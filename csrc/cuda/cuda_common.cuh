@@ -73,6 +73,15 @@ struct Acc<__nv_bfloat16> {
   __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
 };
 
+// load functor of reduce_segments: row r, column f of a contiguous (rows, F) tensor, as acc_t.
+template <typename scalar_t>
+struct LoadRows {
+  using acc_t = typename Acc<scalar_t>::type;
+  const scalar_t* x;
+  int64_t F;
+  __device__ acc_t operator()(int64_t, int64_t r, int64_t f) const { return Acc<scalar_t>::load(x[r * F + f]); }
+};
+
 template <typename Body>
 void dispatch(const char* op, ScalarType t, const Body& body) {
   dispatch_floating<__half, __nv_bfloat16>(op, t, body);

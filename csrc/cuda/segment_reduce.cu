@@ -7,14 +7,6 @@
 namespace torch_segment_ops::cuda::reduce_op {  // named, not anonymous: see cuda_common.cuh
 
 template <typename scalar_t>
-struct LoadRows {
-  using acc_t = typename Acc<scalar_t>::type;
-  const scalar_t* x;
-  int64_t F;
-  __device__ acc_t operator()(int64_t, int64_t r, int64_t f) const { return Acc<scalar_t>::load(x[r * F + f]); }
-};
-
-template <typename scalar_t>
 struct StoreReduced {
   using acc_t = typename Acc<scalar_t>::type;
   scalar_t* out;

@@ -7,14 +7,6 @@
 namespace torch_segment_ops::cuda::softmax_op {  // named, not anonymous: see cuda_common.cuh
 
 template <typename scalar_t>
-struct LoadX {
-  using acc_t = typename Acc<scalar_t>::type;
-  const scalar_t* x;
-  int64_t F;
-  __device__ acc_t operator()(int64_t, int64_t r, int64_t f) const { return Acc<scalar_t>::load(x[r * F + f]); }
-};
-
-template <typename scalar_t>
 struct LoadExp {
   using acc_t = typename Acc<scalar_t>::type;
   const scalar_t* x;
@@ -71,7 +63,7 @@ Tensor segment_softmax_cuda(const Tensor& src, const Tensor& indptr) {
     acc_t* seg_max = static_cast<acc_t*>(stats.mutable_data_ptr());
     acc_t* inv_sum = seg_max + N * F;
     const scalar_t* xp = static_cast<const scalar_t*>(x.const_data_ptr());
-    reduce_segments<ExtremeOp<acc_t, true>, acc_t>(checked.ptr, N, E, F, LoadX<scalar_t>{xp, F},
+    reduce_segments<ExtremeOp<acc_t, true>, acc_t>(checked.ptr, N, E, F, LoadRows<scalar_t>{xp, F},
                                                    StoreValue<acc_t>{seg_max, F}, launch);
     const LoadExp<scalar_t> exp_of{xp, seg_max, F};
     reduce_segments<SumOp<acc_t>, acc_t>(checked.ptr, N, E, F, exp_of, StoreInverse<acc_t>{inv_sum, F}, launch);
