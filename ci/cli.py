@@ -191,7 +191,8 @@ def cmd_download(args) -> int:
     """Download the wheel that fits a platform/CPython/torch from a release, a CI run or an index; verify it."""
     from . import download, pick
 
-    target = pick.Target(args.platform, args.python or pick.default_python(), args.torch or installed_torch())
+    target = pick.Target(args.platform, args.python or pick.default_python(), args.torch or installed_torch(),
+                         version=args.version, pre=args.pre)
     download.run(args, target, Path(args.out))
     return 0
 
@@ -338,6 +339,9 @@ def parser() -> argparse.ArgumentParser:
                     help="linux-x86_64, linux-aarch64, macos-arm64, a platform tag, or native (this machine)")
     dl.add_argument("--python", help="CPython version, e.g. 3.12 (default: this interpreter's)")
     dl.add_argument("--torch", help="torch version the wheel must support (default: the installed one)")
+    dl.add_argument("--version", help="the torch-segment-ops version(s) to choose from: 0.1.0 (exactly) or a specifier "
+                    "such as '>=0.1,<0.3' (default: any; with --release vX.Y.Z: X.Y.Z)")
+    dl.add_argument("--pre", action="store_true", help="allow pre-releases (as pip's --pre)")
     where = dl.add_mutually_exclusive_group(required=True)
     where.add_argument("--release", metavar="TAG", help="a GitHub release tag (with --repo)")
     where.add_argument("--run", metavar="RUN_ID", help="a GitHub Actions run id (with --repo; needs a token)")

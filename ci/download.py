@@ -9,10 +9,12 @@ serves to signed-in clients)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html.parser
 import http.client
 import io
+import ipaddress
 import json
 import os
 import re
@@ -24,11 +26,24 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
 from . import names
 from .errors import PipelineError
-from .pick import Candidate, Target, describe, rank, reject_reasons, requires_python, tag_rank, torch_requirement
+from .pick import (
+    PROJECT,
+    Candidate,
+    Target,
+    describe,
+    rank,
+    reject_reasons,
+    requires_python,
+    select_versions,
+    tag_rank,
+    torch_requirement,
+)
 
-PROJECT = "torch-segment-ops"
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 
 
@@ -46,17 +61,34 @@ def token() -> str | None:
     return os.environ.get("GH_TOKEN") or os.environ.get("GITHUB_TOKEN")
 
 
-MAX_BYTES = 1 << 30  # per response: far above any wheel or artifact of ours
+MAX_BYTES = 1 << 30  # per response, and all wheels unpacked from one artifact: far above anything of ours
+MAX_WHEEL_BYTES = 100 << 20  # one wheel (PyPI's default file limit; ours are <= 4 MiB)
+MAX_METADATA_BYTES = 4 << 20  # one METADATA file
 DEADLINE_S = 600.0  # per response, whole transfer: a server dripping bytes cannot hold us forever
 CHUNK = 1 << 16
+
+
+def shown(text: object) -> str:
+    """A server-supplied string as it may be printed: control and other non-printable characters
+    (terminal escapes, newlines that would forge output lines, bidi overrides) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+def is_loopback(host: str | None) -> bool:
+    """Decided from the address (an IP literal in 127.0.0.0/8 or ::1), or the reserved name localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def check_url(url: str) -> None:
     """https only; plain http only to a loopback address (the tests' fake servers)."""
     parts = urllib.parse.urlsplit(url)
-    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith("127.")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise DownloadError(f"download: refusing {url}: only https (or http to loopback) is allowed")
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname)):
+        raise DownloadError(f"download: refusing {shown(url)}: only https (or http to loopback) is allowed")
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -91,20 +123,24 @@ def fetch(url: str, accept: str | None = None, auth: bool = False, limit: int | 
         with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=60) as response:
             content_type = response.headers.get("Content-Type", "")
             body = bytearray()
+            announced = response.headers.get("Content-Length")
             while chunk := response.read1(CHUNK):  # what has arrived: the deadline is checked as bytes drip
                 body += chunk
                 if len(body) > limit:
-                    raise DownloadError(f"download: {url} sent more than {limit} bytes; stopped")
+                    raise DownloadError(f"download: {shown(url)} sent more than {limit} bytes; stopped")
                 if time.monotonic() > deadline:
-                    raise DownloadError(f"download: {url} took longer than {DEADLINE_S:.0f} s; stopped")
+                    raise DownloadError(f"download: {shown(url)} took longer than {DEADLINE_S:.0f} s; stopped")
     except urllib.error.HTTPError as error:
         hint = " (set GH_TOKEN for private repositories and Actions artifacts)" if error.code in (401, 403, 404) else ""
-        failure = DownloadError(f"download: {url} answered HTTP {error.code} {error.reason}{hint}")
+        failure = DownloadError(f"download: {shown(url)} answered HTTP {error.code} {shown(error.reason)}{hint}")
         failure.status = error.code
         raise failure from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
-        raise DownloadError(f"download: could not reach {url}: {reason}") from None
+        raise DownloadError(f"download: could not reach {shown(url)}: {shown(reason)}") from None
+    if announced is not None and announced.strip() != str(len(body)):  # a cut-short body is no answer
+        raise DownloadError(f"download: {shown(url)} sent {len(body)} bytes but announced {shown(announced)}; "
+                            "the transfer was cut short")
     return bytes(body), content_type
 
 
@@ -154,13 +190,16 @@ class ReleaseSource:
 
 
 class RunSource:
-    """Wheels inside the `wheels-*` artifacts of a workflow run."""
+    """Wheels inside the `wheels-*` artifacts of a workflow run. Only the archives stay in memory; a
+    wheel is unpacked (bounded by MAX_WHEEL_BYTES, all of them together by MAX_BYTES) when hashed and
+    when chosen."""
 
     def __init__(self, repo: str, run_id: str, target: Target):
         url = f"{github_api()}/repos/{repo}/actions/runs/{run_id}/artifacts?per_page=100"
         artifacts = json.loads(fetch(url, "application/vnd.github+json", auth=True)[0])["artifacts"]
-        self.files: dict[str, bytes] = {}
+        self.archives: dict[str, tuple[bytes, str]] = {}  # wheel file name -> (artifact archive, member)
         self.candidates = []
+        unpacked = 0
         for artifact in artifacts:
             name = artifact["name"]
             platform = names.artifact_platform(name)
@@ -172,17 +211,41 @@ class RunSource:
             archive = fetch(artifact["archive_download_url"], auth=True)[0]
             expected = (artifact.get("digest") or "").removeprefix("sha256:")
             if expected and hashlib.sha256(archive).hexdigest() != expected:
-                raise DownloadError(f"download: artifact {name} does not match its sha256 digest {expected}")
+                raise DownloadError(f"download: artifact {shown(name)} does not match its sha256 digest "
+                                    f"{shown(expected)}")
             with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-                for member in zf.namelist():
-                    if member.endswith(".whl"):
-                        data = zf.read(member)
-                        self.files[Path(member).name] = data
-                        sha = hashlib.sha256(data).hexdigest()  # the archive's digest covers it
-                        self.candidates.append(Candidate(Path(member).name, url=member, sha256=sha))
+                for info in zf.infolist():
+                    if not info.filename.endswith(".whl"):
+                        continue
+                    unpacked += info.file_size
+                    if unpacked > MAX_BYTES:
+                        raise DownloadError(f"download: the artifacts unpack to more than {MAX_BYTES} bytes; stopped")
+                    sha = hashlib.sha256()  # the archive's digest covers the member
+                    for chunk in read_member(zf, info, MAX_WHEEL_BYTES, f"artifact {name}"):
+                        sha.update(chunk)
+                    filename = Path(info.filename).name
+                    self.archives[filename] = (archive, info.filename)
+                    self.candidates.append(Candidate(filename, url=info.filename, sha256=sha.hexdigest()))
 
     def get(self, candidate: Candidate) -> bytes:
-        return self.files[candidate.filename]
+        archive, member = self.archives[candidate.filename]
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            return b"".join(read_member(zf, zf.getinfo(member), MAX_WHEEL_BYTES, "artifact"))
+
+
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: str):
+    """The member's bytes in chunks, refusing one that is (or unpacks to) more than limit bytes."""
+    too_big = DownloadError(f"download: {shown(info.filename)} in {shown(where)} unpacks to more than {limit} bytes; "
+                            "refused")
+    if info.file_size > limit:
+        raise too_big
+    total = 0
+    with zf.open(info) as member:
+        while chunk := member.read(CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise too_big
+            yield chunk
 
 
 class _Anchors(html.parser.HTMLParser):
@@ -195,9 +258,25 @@ class _Anchors(html.parser.HTMLParser):
             self.links.append({k: v or "" for k, v in attrs})
 
 
+def _metadata_hash(offered) -> str | None:
+    """PEP 658/714: the .metadata file's sha256 from `core-metadata` (JSON dict, or HTML "sha256=...")."""
+    if isinstance(offered, dict):
+        return offered.get("sha256")
+    if isinstance(offered, str) and offered.startswith("sha256="):
+        return offered.removeprefix("sha256=")
+    return None
+
+
+def _yanked(value) -> str | None:
+    """PEP 592: JSON `yanked` (false, true or a reason) / HTML `data-yanked` (present: yanked) -> reason or None."""
+    if value is None or value is False:
+        return None
+    return value if isinstance(value, str) else ""
+
+
 def index_files(index_url: str, project: str = PROJECT) -> list[dict]:
-    """The files a PEP 503 (HTML) / PEP 691 (JSON) index lists for project: filename, url,
-    sha256, requires_python and whether PEP 658 metadata is offered (url + ".metadata")."""
+    """The files a PEP 503 (HTML) / PEP 691 (JSON) index lists for project: filename, url, sha256,
+    requires_python, yanked (PEP 592) and the PEP 658 metadata offer (has_metadata, metadata_sha256)."""
     page_url = f"{index_url.rstrip('/')}/{project}/"
     body, content_type = fetch(page_url, JSON_ACCEPT)
     files = []
@@ -206,7 +285,8 @@ def index_files(index_url: str, project: str = PROJECT) -> list[dict]:
             meta = f.get("core-metadata") or f.get("dist-info-metadata")
             files.append({"filename": f["filename"], "url": urllib.parse.urljoin(page_url, f["url"]),
                           "sha256": f["hashes"].get("sha256"), "requires_python": f.get("requires-python"),
-                          "has_metadata": bool(meta)})
+                          "yanked": _yanked(f.get("yanked")), "has_metadata": bool(meta),
+                          "metadata_sha256": _metadata_hash(meta)})
     else:
         parser = _Anchors()
         parser.feed(body.decode())
@@ -216,98 +296,158 @@ def index_files(index_url: str, project: str = PROJECT) -> list[dict]:
             files.append({"filename": urllib.parse.unquote(url.rsplit("/", 1)[-1]), "url": url,
                           "sha256": fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None,
                           "requires_python": link.get("data-requires-python"),
-                          "has_metadata": bool(meta) and meta != "false"})
+                          "yanked": link.get("data-yanked"),  # the attribute's presence is what counts
+                          "has_metadata": bool(meta) and meta != "false", "metadata_sha256": _metadata_hash(meta)})
     return files
 
 
 class IndexSource:
-    """A PEP 503 / PEP 691 simple index (PEP 658 metadata used when offered)."""
+    """A PEP 503 / PEP 691 simple index (PEP 658 metadata used when offered, checked against its hash)."""
 
-    def __init__(self, index_url: str):
-        self.candidates = [
-            self._candidate(f["filename"], f["url"], f["sha256"], f["requires_python"], f["has_metadata"])
-            for f in index_files(index_url)
-        ]
+    def __init__(self, index_url: str, target: Target):
+        self.candidates = []
+        for f in index_files(index_url, target.project):
+            candidate = Candidate(f["filename"], url=f["url"], sha256=f["sha256"],
+                                  requires_python=f["requires_python"] or None, yanked=f["yanked"])
+            candidate.reasons = reject_reasons(candidate, target)
+            if f["has_metadata"] and not candidate.reasons:  # only files that could be chosen are asked about
+                self._read_metadata(candidate, f["metadata_sha256"], target)
+            self.candidates.append(candidate)
 
     @staticmethod
-    def _candidate(filename, url, sha, python, has_metadata) -> Candidate:
-        candidate = Candidate(filename, url=url, sha256=sha, requires_python=python or None)
-        if has_metadata and filename.endswith(".whl"):
-            metadata = fetch(url + ".metadata")[0].decode()
-            candidate.requires_torch = torch_requirement(metadata)
-        return candidate
+    def _read_metadata(candidate: Candidate, expected: str | None, target: Target) -> None:
+        data = fetch(candidate.url + ".metadata", limit=MAX_METADATA_BYTES)[0]
+        if expected and hashlib.sha256(data).hexdigest() != expected.lower():
+            candidate.reasons.append("its .metadata file does not match the sha256 the index gives for it")
+            return
+        metadata = decode_metadata(data, candidate.filename)
+        candidate.reasons += identity_problems(metadata, candidate, target)
+        candidate.requires_torch = torch_requirement(metadata)
 
     def get(self, candidate: Candidate) -> bytes:
-        return fetch(candidate.url)[0]
+        return fetch(candidate.url, limit=MAX_WHEEL_BYTES)[0]
 
 
-def wheel_metadata(data: bytes) -> str:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        (name,) = [n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
-        return zf.read(name).decode()
+def decode_metadata(data: bytes, filename: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DownloadError(f"download: the METADATA of {shown(filename)} is not UTF-8") from None
+
+
+def wheel_metadata(data: bytes, filename: str = "the wheel") -> str:
+    """The METADATA text of a wheel (its bytes), read with a size bound; anything unreadable is a DownloadError."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            found = [i for i in zf.infolist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", i.filename)]
+            if len(found) != 1:
+                raise DownloadError(f"download: {shown(filename)} has {len(found)} .dist-info/METADATA files, "
+                                    "not one")
+            text = b"".join(read_member(zf, found[0], MAX_METADATA_BYTES, filename))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError, ValueError) as error:
+        raise DownloadError(f"download: {shown(filename)} is not a readable wheel ({type(error).__name__}: "
+                            f"{shown(error)})") from None
+    return decode_metadata(text, filename)
+
+
+def identity_problems(metadata: str, candidate: Candidate, target: Target) -> list[str]:
+    """A file is ours only if its METADATA names our project and the version in its file name."""
+    headers = names.metadata(metadata)
+    name, version = headers["Name"] or "", headers["Version"] or ""
+    problems = []
+    if canonicalize_name(name) != canonicalize_name(target.project):
+        problems.append(f"its METADATA names another project ({name!r})")
+    try:
+        same = Version(version) == candidate.version
+    except InvalidVersion:
+        same = False
+    if not same:
+        problems.append(f"its METADATA gives version {version!r}, its file name {candidate.version}")
+    return problems
 
 
 def download(source, target: Target, out_dir: Path) -> Path:
     candidates = source.candidates
     for c in candidates:
         c.reasons = c.reasons or reject_reasons(c, target)
+    select_versions(candidates, target)
     for c in rank(candidates, target):
         if c.reasons:
             continue
         data = source.get(c)
         digest = hashlib.sha256(data).hexdigest()
         if c.sha256 is None:
-            raise DownloadError(f"download: no SHA256 published for {c.filename}; refusing an unverified file")
+            raise DownloadError(f"download: no SHA256 published for {shown(c.filename)}; refusing an unverified file")
         if digest != c.sha256.lower():
-            raise DownloadError(f"download: SHA256 mismatch for {c.filename}: expected {c.sha256}, got {digest}; "
-                                "nothing was saved")
-        metadata = wheel_metadata(data)
+            raise DownloadError(f"download: SHA256 mismatch for {shown(c.filename)}: expected {shown(c.sha256)}, "
+                                f"got {digest}; nothing was saved")
+        metadata = wheel_metadata(data, c.filename)
         c.requires_torch, c.requires_python = torch_requirement(metadata), requires_python(metadata)
-        c.reasons = reject_reasons(c, target)
+        c.reasons = identity_problems(metadata, c, target) or reject_reasons(c, target)
         if c.reasons:
             continue
         target_path = save(data, out_dir, c.filename)
         tag = c.filename[:-4].split("-", 2)[-1]
-        print(f"chose {c.filename} for {describe(target)}:\n"
-              f"  tag {tag} is the best fit among {len(rank(candidates, target))} compatible file(s)\n"
-              f"  requires torch{c.requires_torch or ' (any)'}, Python {c.requires_python or '(any)'}\n"
-              f"  sha256 {digest} verified\n  saved to {target_path}")
+        yanked = f"\n  yanked ({shown(c.yanked) or 'no reason given'}), chosen as asked for exactly" \
+            if c.yanked is not None else ""
+        print(f"chose {shown(c.filename)} for {describe(target)}:\n"
+              f"  tag {shown(tag)} is the best fit among {len(rank(candidates, target))} compatible file(s)\n"
+              f"  requires torch{shown(c.requires_torch or ' (any)')}, Python {shown(c.requires_python or '(any)')}"
+              f"{yanked}\n  sha256 {digest} verified\n  saved to {target_path}")
         return target_path
     lines = [f"download: no wheel fits {describe(target)}. Available:"]
-    lines += [f"  {c.filename}: {'; '.join(c.reasons) or 'fits by tag but was not checked'}" for c in candidates]
+    lines += [f"  {shown(c.filename)}: {shown('; '.join(c.reasons) or 'fits by tag but was not checked')}"
+              for c in candidates]
     raise DownloadError("\n".join(lines))
 
 
 def save(data: bytes, out_dir: Path, name: str) -> Path:
     """Write out_dir/name atomically (a .part file renamed); on any failure nothing is left behind."""
     if Path(name).name != name or name.startswith(".") or "\\" in name:
-        raise DownloadError(f"download: refusing the file name {name!r} (not a plain file name)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=out_dir, delete=False, prefix=".download-", suffix=".part")
+        raise DownloadError(f"download: refusing the file name {shown(name)!r} (not a plain file name)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if (out_dir / name).is_dir():
+            raise IsADirectoryError(21, "a folder of that name is in the way", str(out_dir / name))
+        tmp = tempfile.NamedTemporaryFile(dir=out_dir, delete=False, prefix=".download-", suffix=".part")
+    except OSError as error:
+        raise DownloadError(f"download: cannot write {out_dir / name}: {error.strerror or error}") from None
     try:
         with tmp:
             tmp.write(data)
         os.replace(tmp.name, out_dir / name)
-    except BaseException:
+    except BaseException as error:
         Path(tmp.name).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise DownloadError(f"download: cannot write {out_dir / name}: {error.strerror or error}") from None
         raise
     return out_dir / name
 
 
 def run(args, target: Target, out_dir: Path) -> Path:
-    """The download verb: any malformed answer (JSON, page, metadata, specifier, archive) is one line."""
+    """The download verb: any malformed answer (JSON, page, metadata, specifier, archive) is one line.
+    A release tag that is a version (v0.1.0) asks for exactly that version unless --version says otherwise."""
+    if args.release and not target.version:
+        try:
+            target = dataclasses.replace(target, version=f"=={Version(args.release.removeprefix('v'))}")
+        except InvalidVersion:
+            pass
+    try:
+        target.specifier()
+    except ValueError as error:
+        raise DownloadError(f"download: --version: {error}") from None
     try:
         return download(open_source(args, target), target, out_dir)
     except DownloadError:
         raise
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, zipfile.BadZipFile) as error:
-        raise DownloadError(f"download: malformed answer from the server: {type(error).__name__}: {error}"[:300]) \
-            from None
+        message = f"download: malformed answer from the server: {type(error).__name__}: {error}"
+        raise DownloadError(shown(message)[:300]) from None
 
 
 def open_source(args, target: Target):
     if args.index:
-        return IndexSource(args.index)
+        return IndexSource(args.index, target)
     if not args.repo:
         raise DownloadError("download: --release and --run need --repo OWNER/NAME")
     return ReleaseSource(args.repo, args.release) if args.release else RunSource(args.repo, args.run, target)

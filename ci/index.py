@@ -37,7 +37,10 @@ def build_index(dist: Path, out: Path) -> Path:
         entry = {"filename": path.name, "url": url, "hashes": {"sha256": sha256(data)}}
         attrs = ""
         if path.suffix == ".whl":
-            metadata = wheel_metadata(data).encode()
+            try:
+                metadata = wheel_metadata(data, path.name).encode()
+            except PipelineError as error:
+                raise PipelineError(f"index: {str(error).removeprefix('download: ')}") from None
             (files_dir / f"{path.name}.metadata").write_bytes(metadata)
             python = requires_python(metadata.decode())
             entry["core-metadata"] = {"sha256": sha256(metadata)}

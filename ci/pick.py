@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 from packaging import tags
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from . import names
 
+PROJECT = "torch-segment-ops"
 LEGACY_MANYLINUX = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
 
 
@@ -31,6 +32,24 @@ class Target:
     platform: str  # a platform tag (manylinux_2_28_x86_64, macosx_14_0_arm64, ...) or "native"
     python: str  # "3.12"
     torch: str | None = None  # "2.13.1"; None: any
+    version: str | None = None  # a version specifier of our project ("==0.1.0", ">=0.2"); None: any
+    pre: bool = False  # pre-releases allowed (pip's --pre); without it only when nothing final fits
+    project: str = PROJECT
+
+    def specifier(self) -> SpecifierSet:
+        """The version request; a bare version means exactly that version ("0.1.0" -> "==0.1.0")."""
+        text = (self.version or "").strip()
+        if text and text[0].isdigit():
+            text = f"=={text}"
+        try:
+            return SpecifierSet(text)
+        except InvalidSpecifier:
+            raise ValueError(f"not a version specifier: {self.version!r}") from None
+
+    def pins(self, version: Version) -> bool:
+        """Whether the request names exactly this version (== or ===): the only case a yanked file may be chosen."""
+        return any(s.operator in ("==", "===") and "*" not in s.version and s.contains(version, prereleases=True)
+                   for s in self.specifier())
 
     def platforms(self) -> list[str]:
         """Platform tags this target accepts, most specific first (as pip orders them)."""
@@ -59,7 +78,15 @@ class Candidate:
     sha256: str | None = None
     requires_torch: str | None = None  # from the metadata, when known
     requires_python: str | None = None
+    yanked: str | None = None  # PEP 592: None, or the reason given ("" when none)
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> Version | None:
+        try:
+            return parse_wheel_filename(self.filename)[1]
+        except InvalidWheelFilename:
+            return None
 
 
 def tag_rank(filename: str, target: Target) -> int | None:
@@ -85,9 +112,18 @@ def requires_python(metadata: str) -> str | None:
 
 
 def reject_reasons(candidate: Candidate, target: Target) -> list[str]:
-    """Why this wheel does not fit the target (empty: it fits)."""
+    """Why this wheel does not fit the target (empty: it fits), versions aside (see select_versions)."""
     if not candidate.filename.endswith(".whl"):
         return ["not a wheel"]
+    try:
+        project = parse_wheel_filename(candidate.filename)[0]
+    except InvalidWheelFilename as error:
+        return [f"not a valid wheel file name ({error})"]
+    if project != canonicalize_name(target.project):
+        return [f"a file of another project ({project})"]
+    if candidate.yanked is not None and not target.pins(candidate.version):
+        return ["yanked" + (f" ({candidate.yanked})" if candidate.yanked else "") + "; only chosen when its version "
+                "is asked for exactly (--version ==X)"]
     if tag_rank(candidate.filename, target) is None:
         tag = candidate.filename[:-4].split("-", 2)[-1]
         return [f"tag {tag} does not fit {target.platform} / CPython {target.python}"]
@@ -101,6 +137,21 @@ def reject_reasons(candidate: Candidate, target: Target) -> list[str]:
     return reasons
 
 
+def select_versions(candidates: list[Candidate], target: Target) -> None:
+    """pip's version rule over the candidates that fit otherwise: the requested specifier, and
+    pre-releases only with --pre, when the specifier names one, or when no final release fits."""
+    fitting = [c for c in candidates if not c.reasons]
+    versions = {c.version for c in fitting}
+    allowed = set(target.specifier().filter(versions, prereleases=True if target.pre else None))
+    for c in fitting:
+        if c.version in allowed:
+            continue
+        if c.version.is_prerelease and target.specifier().contains(c.version, prereleases=True):
+            c.reasons.append(f"{c.version} is a pre-release (use --pre to allow it)")
+        else:
+            c.reasons.append(f"version {c.version} was not asked for ({target.specifier() or 'any'})")
+
+
 def rank(candidates: list[Candidate], target: Target) -> list[Candidate]:
     """Candidates whose tags fit, best first (pip's order: tag priority, then newer version)."""
     fitting = [c for c in candidates if c.filename.endswith(".whl") and tag_rank(c.filename, target) is not None]
@@ -109,8 +160,9 @@ def rank(candidates: list[Candidate], target: Target) -> list[Candidate]:
 
 
 def describe(target: Target) -> str:
-    return f"{platform_aliases().get(target.platform, target.platform)}, CPython {target.python}" + (
-        f", torch {target.torch}" if target.torch else "")
+    torch = f", torch {target.torch}" if target.torch else ""
+    version = f", version {target.specifier()}" if target.version else ""
+    return f"{platform_aliases().get(target.platform, target.platform)}, CPython {target.python}{torch}{version}"
 
 
 def default_python() -> str:

@@ -149,16 +149,19 @@ def pip_download(index_url: str, platform: str, python: str, dest: Path) -> list
 def test_real_pip_and_our_download_pick_the_same_wheel(simple_index, tmp_path, platform, python):
     index_url, _ = simple_index
     by_pip = pip_download(index_url, platform, python, tmp_path / "pip")
-    ours = download.download(download.IndexSource(index_url), Target(platform, python), tmp_path / "ours")
+    ours = download.download(download.IndexSource(index_url, Target(platform, python)), Target(platform, python),
+                             tmp_path / "ours")
     assert by_pip == [ours.name]
 
 
 def test_index_carries_hashes_metadata_and_requires_python(simple_index):
     index_url, dist = simple_index
-    source = download.IndexSource(index_url)
+    source = download.IndexSource(index_url, Target("linux-aarch64", "3.12"))
     wheels = [c for c in source.candidates if c.filename.endswith(".whl")]
     assert len(wheels) == 3 and all(c.sha256 and c.requires_python == ">=3.10" for c in wheels)
-    assert all(c.requires_torch == "<2.16,>=2.12" for c in wheels)  # read from the PEP 658 .metadata files
+    # read from the PEP 658 .metadata files, for the files that could be chosen only
+    assert [c.requires_torch for c in wheels if "aarch64" in c.filename] == ["<2.16,>=2.12"]
+    assert [c.requires_torch for c in wheels if "aarch64" not in c.filename] == [None, None]
     for c in source.candidates:
         assert c.sha256 == hashlib.sha256((dist / c.filename).read_bytes()).hexdigest()
 
@@ -204,5 +207,6 @@ def test_uv_picks_the_same_wheel_as_our_download(simple_index, tmp_path, platfor
                     "torch-segment-ops"], check=True, env=env, capture_output=True)
     (wheel_file,) = (tmp_path / "t").glob("*.dist-info/WHEEL")
     chosen_tag = [line.split(": ")[1] for line in wheel_file.read_text().splitlines() if line.startswith("Tag:")]
-    ours = download.download(download.IndexSource(index_url), Target(platform, python), tmp_path / "ours")
+    ours = download.download(download.IndexSource(index_url, Target(platform, python)), Target(platform, python),
+                             tmp_path / "ours")
     assert chosen_tag == [ours.name[:-4].split("-", 2)[-1]]

@@ -191,8 +191,8 @@ def test_an_upper_case_digest_in_an_index_is_accepted(tmp_path):
         server.routes["/simple/torch-segment-ops/"] = body(text.encode(), "text/html")
         for path in (tmp_path / "site" / "files").iterdir():
             server.routes[f"/files/{path.name}"] = body(path.read_bytes())
-        got = download.download(download.IndexSource(f"{server.url}/simple"), Target("linux-x86_64", "3.12", "2.13.0"),
-                                tmp_path / "out")
+        target = Target("linux-x86_64", "3.12", "2.13.0")
+        got = download.download(download.IndexSource(f"{server.url}/simple", target), target, tmp_path / "out")
     finally:
         server.close()
     assert got.exists()
@@ -214,7 +214,7 @@ def test_a_failed_rename_leaves_nothing(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
     monkeypatch.setattr(download.os, "replace", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(download.DownloadError, match="cannot write .*: disk full"):
         download.save(b"data", tmp_path, "x-0.1.0-py3-none-any.whl")
     assert list(tmp_path.iterdir()) == []
 
@@ -224,3 +224,90 @@ def test_file_names_from_the_server_stay_in_the_output_folder(tmp_path, name):
     with pytest.raises(download.DownloadError, match="not a plain file name"):
         download.save(b"data", tmp_path / "out", name)
     assert not (tmp_path / "evil.whl").exists()
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("http://127.0.0.1:1/x", True), ("http://127.9.9.9/x", True), ("http://[::1]:1/x", True),
+    ("http://localhost:1/x", True), ("http://127.evil.example/x", False), ("http://127.0.0.1.evil.example/x", False),
+    ("http://10.0.0.1/x", False), ("http://[::ffff:8.8.8.8]/x", False)])
+def test_loopback_is_decided_from_the_address_not_a_name_prefix(url, allowed):
+    if allowed:
+        download.check_url(url)
+    else:
+        with pytest.raises(download.DownloadError, match="only https"):
+            download.check_url(url)
+
+
+def test_a_body_cut_short_of_its_content_length_is_an_error(servers):
+    api, _ = servers
+
+    def short(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        handler.wfile.write(b"<html>half a page")
+        handler.close_connection = True
+    api.routes["/short"] = short
+    with pytest.raises(download.DownloadError, match="sent 17 bytes but announced 1000; the transfer was cut short"):
+        download.fetch(f"{api.url}/short")
+
+
+def peak_rss_mib_of(code: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run code in a child Python; its peak resident memory in MiB (from the child itself)."""
+    script = code + "\nimport resource, sys\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, " \
+                    "file=sys.stderr)\n"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    return proc, float(proc.stderr.strip().splitlines()[-1])
+
+
+def zip_of(members: dict[str, int], path: Path) -> Path:
+    """A zip whose members are `size` zero bytes each (a few hundred KiB on disk per GiB)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, size in members.items():
+            with zf.open(name, "w", force_zip64=True) as member:
+                for _ in range(size >> 24):
+                    member.write(bytes(1 << 24))
+    return path
+
+
+def test_an_artifact_that_unpacks_to_gigabytes_is_refused_with_bounded_memory(servers, tmp_path):
+    """One small artifact zip holding a 1 GiB "wheel": refused by what it unpacks, memory stays small."""
+    api, storage = servers
+    name = "torch_segment_ops-0.1.0-py3-none-manylinux_2_28_x86_64.whl"
+    archive = zip_of({name: 1 << 30}, tmp_path / "artifact.zip").read_bytes()
+    assert len(archive) < 2 << 20
+    storage.routes["/a.zip"] = body(archive)
+    api.routes["/repos/o/r/actions/runs/1/artifacts?per_page=100"] = body(json.dumps({"artifacts": [
+        {"name": "wheels-manylinux_2_28_x86_64", "archive_download_url": f"{storage.url}/a.zip"}]}).encode(),
+        "application/json")
+    proc, peak = peak_rss_mib_of(
+        "import os, sys\nfrom pathlib import Path\nfrom ci import download\nfrom ci.pick import Target\n"
+        f"os.environ['GITHUB_API_URL'] = {api.url!r}\n"
+        "try:\n    download.RunSource('o/r', '1', Target('linux-x86_64', '3.12'))\n"
+        "except download.DownloadError as error:\n    print(error)\n")
+    assert "unpacks to more than 104857600 bytes; refused" in proc.stdout, proc.stderr
+    assert peak < 400, f"peak RSS {peak:.0f} MiB"
+
+
+def test_a_wheel_with_a_gigabyte_metadata_is_refused_not_a_memory_error(tmp_path):
+    wheel = zip_of({"torch_segment_ops-0.1.0.dist-info/METADATA": 1 << 30}, tmp_path / "x.whl").read_bytes()
+    proc, peak = peak_rss_mib_of(
+        "from pathlib import Path\nfrom ci import download\n"
+        f"try:\n    download.wheel_metadata(Path({str(tmp_path / 'x.whl')!r}).read_bytes(), 'x.whl')\n"
+        "except download.DownloadError as error:\n    print(error)\n")
+    assert len(wheel) < 2 << 20
+    assert "x.whl unpacks to more than 4194304 bytes; refused" in proc.stdout, proc.stderr
+    assert peak < 200, f"peak RSS {peak:.0f} MiB"
+
+
+def test_index_reports_a_wheel_without_readable_metadata_in_one_line(tmp_path):
+    dist = tmp_path / "dist"
+    final_wheels(dist)
+    (dist / "torch_segment_ops-0.2.0-py3-none-any.whl").write_bytes(b"not a zip")
+    proc = subprocess.run([sys.executable, "-m", "ci", "index", str(dist), str(tmp_path / "site")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("index: torch_segment_ops-0.2.0-py3-none-any.whl is not a readable wheel "
+                                   "(BadZipFile: File is not a zip file)")

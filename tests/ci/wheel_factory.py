@@ -11,11 +11,11 @@ TAG = "cp310-abi3-manylinux_2_28_x86_64"
 def make_wheel(out: Path, version: str = "0.1.0+pt213", torch: str = "2.13.0", requires: str | None = "torch==2.13.*",
                tag: str = TAG, builds: dict[str, str] | None = None, extra: dict[str, bytes] | None = None,
                metadata_version: str | None = None, name: str = "torch_segment_ops",
-               headers: list[str] | None = None) -> Path:
+               headers: list[str] | None = None, metadata_name: str = "torch-segment-ops") -> Path:
     builds = builds if builds is not None else {f"torch_{torch.replace('.', '_')[:4]}": torch}
     path = out / f"{name}-{version}-{tag}.whl"
     dist_info = f"{name}-{version}.dist-info"
-    metadata = ["Metadata-Version: 2.4", "Name: torch-segment-ops", f"Version: {metadata_version or version}",
+    metadata = ["Metadata-Version: 2.4", f"Name: {metadata_name}", f"Version: {metadata_version or version}",
                 "Requires-Python: >=3.10"]
     if requires:
         metadata.append(f"Requires-Dist: {requires}")
