@@ -7,15 +7,17 @@ own tools, run as they are.
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import io
 import json
+import posixpath
 import re
 import shutil
 import subprocess
 import tempfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
@@ -27,13 +29,25 @@ from . import envs, macho, matrix, names
 from .repair import CUDA_LIBRARIES
 from .wheels import WheelInfo, torch_minor, unsafe_entries
 
-# What torch ships and loads itself: never to be grafted into our wheel, and
-# allowed as dependencies of our library because `import torch` loads them.
+# What torch ships: never to be grafted into our wheel (patterns: repair tools rename grafts).
 TORCH_LIBRARIES = ["libtorch*", "libc10*", "libshm*", "libgomp*", "libomp*", "libiomp*", "libcaffe2*"]
+# The libraries in torch's own lib folder that an extension may link: `import torch` has loaded them
+# from there, so the dynamic loader resolves these sonames to torch's copies. Exact names, as torch's
+# Linux and macOS wheels ship them (tests/ci/test_audit.py checks them against installed torches).
+TORCH_PROVIDES = {f"{stem}.{suffix}" for stem in ("libc10", "libc10_cuda", "libtorch", "libtorch_cpu",
+                                                    "libtorch_cuda", "libtorch_python", "libshm",
+                                                    "libtorch_global_deps") for suffix in ("so", "dylib")}
+TORCH_PROVIDES |= {"libgomp.so.1", "libomp.dylib"}  # the OpenMP runtime torch ships and loads
 
 
 def is_torch_library(name: str) -> bool:
+    """A (possibly renamed) copy of a torch library: what must never be grafted."""
     return any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in TORCH_LIBRARIES)
+
+
+def torch_provides(dependency: str) -> bool:
+    """A dependency torch's own folder provides: a bare soname (never a path) of a library torch loads."""
+    return "/" not in dependency and dependency in TORCH_PROVIDES
 
 
 def is_cuda_library(name: str) -> bool:
@@ -115,32 +129,62 @@ def allowed_libraries(policy: str) -> set[str]:
     raise ValueError(f"unknown manylinux policy {policy}")
 
 
+def dynamic_tags(elf: ELFFile, kind: str) -> list[str]:
+    """The values of one dynamic tag (DT_NEEDED, DT_RPATH, DT_RUNPATH) of an ELF file."""
+    attribute = {"DT_NEEDED": "needed", "DT_RPATH": "rpath", "DT_RUNPATH": "runpath"}[kind]
+    return [getattr(tag, attribute) for section in elf.iter_sections() if isinstance(section, DynamicSection)
+            for tag in section.iter_tags() if tag.entry.d_tag == kind]
+
+
 def needed(elf: ELFFile) -> list[str]:
-    return [tag.needed for section in elf.iter_sections() if isinstance(section, DynamicSection)
-            for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
+    return dynamic_tags(elf, "DT_NEEDED")
+
+
+def search_folders(name: str, elf: ELFFile, wheel: WheelInfo) -> tuple[list[str], list[str]]:
+    """The folders of the wheel the library's RPATH/RUNPATH name ($ORIGIN-relative, inside the wheel),
+    and a problem for each entry that points anywhere else (the system, /tmp, above the wheel)."""
+    folders, problems = [], []
+    here = PurePosixPath(name).parent
+    for kind in ("DT_RPATH", "DT_RUNPATH"):
+        for entry in (e for value in dynamic_tags(elf, kind) for e in value.split(":")):
+            relative = re.fullmatch(r"\$(ORIGIN|\{ORIGIN\})(/.*)?", entry)
+            folder = posixpath.normpath(str(here / (relative[2] or "/.").lstrip("/"))) if relative else None
+            if folder is None or folder == ".." or folder.startswith("../"):
+                problems.append(f"{name} has {kind[3:]} {entry!r}: only $ORIGIN-relative folders inside the "
+                                "wheel may be searched")
+            else:
+                folders.append("" if folder == "." else folder + "/")
+    return folders, problems
 
 
 def check_libraries(wheel: WheelInfo) -> list[str]:
-    """Nothing of torch or CUDA grafted; every ELF dependency is policy, torch or grafted, and a CUDA
-    build's (only) CUDA dependency is the runtime of its own CUDA major."""
+    """Nothing of torch or CUDA grafted; every ELF dependency resolves the way the dynamic loader will
+    resolve it: a bare soname that the manylinux policy, torch's own folder or the wheel itself (through
+    an $ORIGIN-relative RPATH/RUNPATH) provides, or for a CUDA build the CUDA runtime of its own major.
+    A dependency by path, or a search path outside the wheel, is refused."""
     problems = [f"grafted torch/OpenMP library {n}" for n in wheel.files if is_grafted(n) and is_torch_library(n)]
     problems += [f"grafted CUDA library {n}" for n in wheel.files if is_grafted(n) and is_cuda_library(n)]
     if not wheel.platform.startswith("manylinux_"):
         return problems
-    allowed = allowed_libraries(wheel.platform) | {Path(n).name for n in wheel.files if is_grafted(n)}
-    allowed |= {"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}  # the dynamic loader: part of glibc
+    policy = allowed_libraries(wheel.platform) | {"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}  # the loader
     cuda = {f"{wheel.package}/_builds/{name}/": record["cuda"].split(".")[0]
             for name, record in wheel.cuda_records.items()}
     for name, elf in elf_files(wheel).items():
+        folders, found = search_folders(name, elf, wheel)
+        problems += found
         major = next((m for folder, m in cuda.items() if name.startswith(folder)), None)
         for library in needed(elf):
-            if library in allowed or is_torch_library(library):
+            if "/" in library:
+                problems.append(f"{name} needs {library} by path: a dependency must be a bare soname found in the "
+                                "policy, torch's folder or the wheel")
+            elif library in policy or torch_provides(library) or any(f + library in wheel.files for f in folders):
                 continue
-            if major and library == f"libcudart.so.{major}":
+            elif major and library == f"libcudart.so.{major}":
                 continue
-            problems.append(f"{name} needs {library}: " + (
-                f"a CUDA {major} build may link only libcudart.so.{major}" if major
-                else f"neither in the {wheel.platform} policy nor torch"))
+            else:
+                problems.append(f"{name} needs {library}: " + (
+                    f"a CUDA {major} build may link only libcudart.so.{major}" if major and is_cuda_library(library)
+                    else f"neither in the {wheel.platform} policy, torch's folder nor the wheel"))
     return problems
 
 
@@ -226,20 +270,71 @@ def check_elf_platform(wheel: WheelInfo) -> list[str]:
     return problems
 
 
+DIST_INFO_FILES = r"(METADATA|WHEEL|RECORD|top_level\.txt|entry_points\.txt|licenses/.+|LICENSE[^/]*)"
+
+
 def allowed(package: str) -> re.Pattern:
-    """What a wheel of the package may hold (any package name: read from the wheel)."""
+    """What a wheel of the package may hold (any package name: read from the wheel); build folders are
+    named as the loader finds them (names.BUILD_NAME)."""
     p = re.escape(package)
-    return re.compile(rf"^({p}/[^/]+\.py|{p}/_builds/[^/]+/(build\.json|_C[^/]*\.so)|{p}\.libs/[^/]+"
-                      rf"|{p}/\.dylibs/[^/]+|[^/]+\.dist-info/[^/]+|[^/]+\.dist-info/licenses/.+)$")
+    return re.compile(rf"^({p}/[^/]+\.py|{p}/_builds/{names.BUILD_NAME}/(build\.json|_C[^/]*\.so)|{p}\.libs/[^/]+"
+                      rf"|{p}/\.dylibs/[^/]+|[^/]+\.dist-info/{DIST_INFO_FILES})$")
 
 
 def check_contents(wheel: WheelInfo) -> list[str]:
-    """Only what a wheel of ours contains: the package's modules, one library and record per build,
-    repair tools' grafts, dist-info; no .pth, no stray library, no unsafe, duplicate or linked entry."""
+    """Only what a wheel of ours contains: the package's modules, one record and one library per build
+    folder (what the loader needs), repair tools' grafts, dist-info; no .pth, no stray library, no
+    unsafe, duplicate, case-colliding or linked entry."""
     problems = unsafe_entries(wheel.path)
     pattern = allowed(wheel.package)
     problems += [f"unexpected file {n} (not one of ours)" for n in wheel.files if not pattern.match(n)]
+    builds = re.compile(rf"^{re.escape(wheel.package)}/_builds/({names.BUILD_NAME})/")
+    folders: dict[str, list[str]] = {}
+    for name in wheel.files:
+        if match := builds.match(name):
+            folders.setdefault(match[1], []).append(name.rsplit("/", 1)[1])
+    for folder, files in sorted(folders.items()):
+        libraries = [f for f in files if f.startswith("_C")]
+        if "build.json" not in files or len(libraries) != 1:
+            problems.append(f"build folder {folder} holds {sorted(files)}: the loader needs build.json and one "
+                            "_C library")
     return problems
+
+
+def check_wheel_file(wheel: WheelInfo) -> list[str]:
+    """The WHEEL file: version 1.x of the format, a platform wheel (Root-Is-Purelib: false) and exactly
+    the tags of the file name."""
+    headers = names.metadata(wheel.files[f"{wheel.dist_info}/WHEEL"].decode())
+    problems = []
+    if not re.fullmatch(r"1\.\d+", headers["Wheel-Version"] or ""):
+        problems.append(f"WHEEL: Wheel-Version {headers['Wheel-Version']!r} (installers understand 1.x)")
+    if (headers["Root-Is-Purelib"] or "").lower() != "false":
+        problems.append(f"WHEEL: Root-Is-Purelib {headers['Root-Is-Purelib']!r}; a wheel with compiled code is "
+                        "'false'")
+    tags = {str(t) for t in wheel.tags}
+    declared = set(headers.get_all("Tag") or [])
+    if declared != tags:
+        problems.append(f"WHEEL: Tag {sorted(declared)} != the file name's {sorted(tags)}")
+    return problems
+
+
+def check_entry_points(wheel: WheelInfo) -> list[str]:
+    """Scripts a wheel installs carry the project's name, so installing it never shadows another
+    command (python3, pip ...)."""
+    text = wheel.files.get(f"{wheel.dist_info}/entry_points.txt")
+    if text is None:
+        return []
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str
+    try:
+        parser.read_string(text.decode())
+    except (configparser.Error, UnicodeDecodeError) as error:
+        return [f"entry_points.txt is unreadable ({type(error).__name__})"]
+    prefixes = (canonicalize_name(wheel.name), wheel.package.lower())
+    return [f"entry_points.txt installs a {group} command {script!r}, not named after the project "
+            f"(it would shadow another command)"
+            for group in ("console_scripts", "gui_scripts") if parser.has_section(group)
+            for script in parser[group] if not canonicalize_name(script).startswith(prefixes)]
 
 
 FOREIGN_CXX = re.compile(r"\b(at|c10|torch)::")  # the C++ API of ATen, c10 and libtorch (demangled)
@@ -304,16 +399,22 @@ def check_external(wheel: WheelInfo) -> list[str]:
             *tool("twine", "check", "--strict", path), *tool("check-wheel-contents", path)]
 
 
-CHECKS = [check_tags, check_metadata, check_contents, check_libraries, check_elf_platform, check_macho,
-          check_stable_abi, check_cuda, check_stripped, check_size, check_external]
+CHECKS = [check_tags, check_wheel_file, check_metadata, check_contents, check_entry_points, check_libraries,
+          check_elf_platform, check_macho, check_stable_abi, check_cuda, check_stripped, check_size, check_external]
 
 
 def audit(path: Path, expect_platform: str | None = None) -> list[str]:
+    """Every problem of one wheel; a wheel that cannot be read, or that makes a check fail to run, is
+    reported as such (never an exception: the next wheel is still audited)."""
     try:
         wheel = WheelInfo.read(path)
-    except (WheelError, zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
-        return [f"not an intact wheel ({type(error).__name__}: {error})"]
-    problems = check_tags(wheel, expect_platform)
-    for check in CHECKS[1:]:
-        problems += check(wheel)
+    except (WheelError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, KeyError,
+            ValueError, OSError, RuntimeError) as error:
+        return [f"not an intact wheel ({type(error).__name__}: {error})"[:500]]
+    problems = []
+    for check in CHECKS:
+        try:
+            problems += check(wheel, expect_platform) if check is check_tags else check(wheel)
+        except Exception as error:  # noqa: BLE001 (a crafted wheel must not stop the audit of the next one)
+            problems.append(f"{check.__name__} could not read the wheel ({type(error).__name__}: {error})"[:500])
     return problems

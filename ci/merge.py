@@ -73,8 +73,9 @@ def read(path: Path) -> WheelInfo:
         raise PipelineError(f"merge: {path.name} has {'; '.join(unsafe)}")
     try:
         return WheelInfo.read(path)
-    except (WheelError, zipfile.BadZipFile, KeyError, ValueError) as error:
-        raise PipelineError(f"merge: {path.name} is not an intact wheel: {error}") from None
+    except (WheelError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, KeyError, ValueError,
+            OSError) as error:
+        raise PipelineError(f"merge: {path.name} is not an intact wheel: {error}"[:500]) from None
 
 
 def merge(paths: list[Path], out_dir: Path) -> Path:
@@ -92,7 +93,8 @@ def merge(paths: list[Path], out_dir: Path) -> Path:
     requirement = matrix.requires_torch(minors)
     new_dist_info = f"{first.name}-{version}.dist-info"
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{first.name}-{version}-{next(iter(first.tags))}.whl"
+    tag = "-".join(first.path.name.removesuffix(".whl").split("-")[-3:])  # as named: a tag set has no order
+    target = out_dir / f"{first.name}-{version}-{tag}.whl"
 
     entries: dict[str, tuple[zipfile.ZipInfo, bytes]] = {}
     for wheel in wheels:

@@ -11,8 +11,11 @@ import re
 ARTIFACT_PREFIX = "wheels-"
 # <package>/_builds/<build>/build.json: the layout of every extension this pipeline builds (any
 # package name: the verbs read it from the wheel, nothing here is torch-segment-ops' own)
-BUILD_RECORD = re.compile(r"^([A-Za-z_]\w*)/_builds/([^/]+)/build\.json$")
-BUILD_DIR = re.compile(r"^[A-Za-z_]\w*/_builds/[^/]+/")
+# A build folder's name is what the loader (torch_segment_ops/_loader.py BUILD_NAME) loads: not
+# __pycache__ or a dot folder, which it skips.
+BUILD_NAME = r"[A-Za-z0-9]\w*"
+BUILD_RECORD = re.compile(rf"^([A-Za-z_]\w*)/_builds/({BUILD_NAME})/build\.json$")
+BUILD_DIR = re.compile(rf"^[A-Za-z_]\w*/_builds/{BUILD_NAME}/")
 
 
 def artifact(wheel_platform: str, torch_minor: str | None = None) -> str:

@@ -75,6 +75,26 @@ def test_a_corrupt_build_record_is_a_clear_import_error(tmp_path, folder, record
         _loader.find_builds(tmp_path)
 
 
+@pytest.mark.parametrize("record", ["[" * 100_000 + "]" * 100_000, '{"torch": ' * 50_000 + "1" + "}" * 50_000,
+                                    "\udcff", '{"torch": "2.13.0", "abi": ["stable"]}'])
+def test_any_unreadable_record_is_the_import_error(tmp_path, record):
+    """Deep nesting (RecursionError in json), undecodable bytes, unhashable values: still the ImportError."""
+    (tmp_path / "torch_2_13").mkdir()
+    (tmp_path / "torch_2_13" / "build.json").write_bytes(record.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ImportError, match="corrupt build record .*torch_2_13/build.json"):
+        _loader.find_builds(tmp_path)
+
+
+@pytest.mark.parametrize("folder", ["__pycache__", ".hidden", "_private", "stable", "cu13", "torch_2_13", "a-b"])
+def test_the_loader_and_the_audit_agree_on_what_a_build_folder_is(tmp_path, folder):
+    from ci import names
+
+    make_stable(tmp_path, name=folder)
+    loaded = [b.directory.name for b in _loader.find_builds(tmp_path)]
+    audited = bool(names.BUILD_RECORD.match(f"torch_segment_ops/_builds/{folder}/build.json"))
+    assert (loaded == [folder]) == audited
+
+
 def test_two_builds_for_one_torch_minor_is_a_clear_import_error(tmp_path):
     make_builds(tmp_path, ["2.13.0"])
     (tmp_path / "torch_2_13_again").mkdir()

@@ -22,6 +22,9 @@ from pathlib import Path
 
 BUILDS_DIR = Path(__file__).parent / "_builds"
 DISTRIBUTION = "torch-segment-ops"
+# A build folder's name; anything else under _builds/ (__pycache__, dot folders) is not a build. The
+# audit applies the same rule (ci/names.py BUILD_NAME; a test keeps the two equal).
+BUILD_NAME = re.compile(r"[A-Za-z0-9]\w*")
 CPU_ONLY = "TORCH_SEGMENT_OPS_CPU_ONLY"  # =1: never load a CUDA build (CUDA tensors then get a clear error)
 
 
@@ -98,11 +101,11 @@ def find_builds(builds_dir: Path = BUILDS_DIR) -> list[Build]:
     """Every build with its record; a missing or corrupt record, or two builds for one torch minor,
     is an ImportError naming the file (the installation is damaged: reinstalling fixes it)."""
     builds: dict[str, Build] = {}
-    for directory in sorted(p for p in builds_dir.glob("*") if p.is_dir() and p.name != "__pycache__"):
+    for directory in sorted(p for p in builds_dir.glob("*") if p.is_dir() and BUILD_NAME.fullmatch(p.name)):
         record = directory / "build.json"
         try:
             build = read_record(record)
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except Exception as error:  # noqa: BLE001 (any unreadable record, e.g. RecursionError from deep nesting)
             raise ImportError(f"torch_segment_ops: missing or corrupt build record {record} "
                               f"({type(error).__name__}: {error}); reinstall {DISTRIBUTION}") from None
         if build.key in builds:
