@@ -196,9 +196,8 @@ def run(cmd: list[str]) -> None:
 
 def metadata_dir(env: envs.Env, tree: Path, out: Path) -> Path:
     """The .dist-info setup.py gives for a wheel: the PEP 517 metadata hook, run by `build` in env."""
-    from pyproject_hooks import quiet_subprocess_runner
-
     from build import BuildBackendException, ProjectBuilder
+    from pyproject_hooks import quiet_subprocess_runner
 
     try:
         builder = ProjectBuilder(tree, python_executable=str(env.python), runner=quiet_subprocess_runner)

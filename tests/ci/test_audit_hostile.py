@@ -214,7 +214,8 @@ def test_a_small_wheel_that_unpacks_to_a_gigabyte_is_refused_with_bounded_memory
     bomb = zip_of({"torch_segment_ops/blob.py": 1 << 30, RECORD: 0},
                   tmp_path / f"torch_segment_ops-0.1.0-{STABLE_TAG}.whl")
     assert bomb.stat().st_size < 2 << 20
-    proc, peak = peak_rss_mib_of(f"from pathlib import Path\nfrom ci import audit\nprint(audit.audit(Path({str(bomb)!r})))")
+    proc, peak = peak_rss_mib_of(f"from pathlib import Path\nfrom ci import audit\n"
+                                 f"print(audit.audit(Path({str(bomb)!r})))")
     assert f"it unpacks to {1 << 30} bytes, more than the 268435456 any wheel of ours may" in proc.stdout, proc.stderr
     assert peak < 300, f"peak RSS {peak:.0f} MiB"
 
