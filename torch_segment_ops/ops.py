@@ -30,6 +30,8 @@ def segment_reduce(src: Tensor, indptr: Tensor, reduce: str = "sum") -> Tensor:
     if reduce not in REDUCTIONS:
         raise ValueError(f"segment_reduce(): expected `reduce` to be one of {', '.join(map(repr, REDUCTIONS))}, "
                          f"got {reduce!r}")
+    if _transformed(src):
+        return _SegmentReduceFn.apply(src, indptr, reduce)[0]
     # min/max only find the arg-extreme rows when backward will need them
     return_arg = src.requires_grad and torch.is_grad_enabled()
     return _call("segment_reduce", src, indptr, reduce, return_arg)[0]
@@ -45,12 +47,16 @@ def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
     if src.shape[0] != indptr.shape[0] - 1:
         raise ValueError(f"gather_csr(): expected `src` to have one row per segment ({indptr.shape[0] - 1} = "
                          f"indptr.numel() - 1), got {src.shape[0]} rows")
+    if _transformed(src):
+        return _GatherCsrFn.apply(src, indptr, size)
     return _call("gather_csr", src, indptr, size)
 
 
 def segment_softmax(src: Tensor, indptr: Tensor) -> Tensor:
     """Softmax over the rows of each segment of ``src`` (shape ``(E, *F)``), per column."""
     _check_args("segment_softmax", src, indptr)
+    if _transformed(src):
+        return _SegmentSoftmaxFn.apply(src, indptr)
     return _call("segment_softmax", src, indptr)
 
 
@@ -61,6 +67,10 @@ def lengths_to_indptr(lengths: Tensor) -> Tensor:
             f"lengths_to_indptr(): expected `lengths` to be a 1-D integer tensor, "
             f"got {lengths.dim()}-D {lengths.dtype}"
         )
+    if lengths.dtype in _UNSIGNED:  # torch has few kernels for them: widen; a uint64 past int64 is negative then
+        lengths = lengths.to(torch.int64)
+        if lengths.numel() and bool((lengths < 0).any()):
+            raise ValueError("lengths_to_indptr(): the sum of `lengths` overflows int64")
     if lengths.numel() and bool((lengths < 0).any()):
         raise ValueError("lengths_to_indptr(): expected `lengths` to be non-negative")
     indptr = lengths.new_zeros(lengths.numel() + 1, dtype=torch.int64)
@@ -75,6 +85,7 @@ def lengths_to_indptr(lengths: Tensor) -> Tensor:
 # TypeError/ValueError naming the argument, so what needs no data is checked
 # here and the kernels' data-dependent indptr errors are re-raised as ValueError.
 
+_UNSIGNED = tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))
 SRC_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 INDPTR_DTYPES = (torch.int64, torch.int32)
 
@@ -209,3 +220,96 @@ def _softmax_backward(ctx, grad_out):
 torch.library.register_autograd("torch_segment_ops::segment_reduce", _reduce_backward, setup_context=_reduce_setup)
 torch.library.register_autograd("torch_segment_ops::gather_csr", _gather_backward, setup_context=_gather_setup)
 torch.library.register_autograd("torch_segment_ops::segment_softmax", _softmax_backward, setup_context=_softmax_setup)
+
+
+# Forward-mode AD and torch.func. The custom ops' autograd (register_autograd) has no forward-mode
+# formula, so torch silently gave zero tangents (torch.func.jvp, jacfwd, torch.autograd.forward_ad), and
+# torch.func.grad / jacrev refused it (its generated autograd.Function has no setup_context). While a
+# dual level is active (forward AD is only possible then) or src is wrapped by a torch.func transform,
+# the ops go through these autograd.Functions: jvp and backward rules built from the ops themselves (so
+# they compose: jacfwd of jacrev, vmap of jvp), vmap rules generated. Otherwise the plain path is kept:
+# it is cheaper, and torch.compile does not trace an autograd.Function with a custom jvp.
+
+
+def _transformed(src: Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return False
+    return getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0 or \
+        torch._C._functorch.is_functorch_wrapped_tensor(src)
+
+
+def _max_min_tangent(tangent: Tensor, arg: Tensor) -> Tensor:
+    """The tangent of the arg-extreme row per (segment, column); empty segments point at row E -> 0."""
+    padded = torch.cat([tangent, tangent.new_zeros((1, *tangent.shape[1:]))])
+    return padded.gather(0, arg)
+
+
+class _SegmentReduceFn(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(src, indptr, reduce):
+        return tuple(_call("segment_reduce", src, indptr, reduce, reduce in ("min", "max")))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        src, indptr, reduce = inputs
+        ctx.reduce, ctx.rows = reduce, src.shape[0]
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(indptr, output[1])
+        ctx.save_for_forward(indptr, output[1])
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_arg):
+        return _reduce_backward(ctx, grad_out, None)[:3]
+
+    @staticmethod
+    def jvp(ctx, tangent, _indptr_tangent, _reduce_tangent):
+        indptr, arg = ctx.saved_tensors
+        if ctx.reduce in ("min", "max"):
+            return _max_min_tangent(tangent, arg), None
+        return segment_reduce(tangent, indptr, ctx.reduce), None
+
+
+class _GatherCsrFn(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(src, indptr, size):
+        return _call("gather_csr", src, indptr, size)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.rows = output.shape[0]
+        ctx.save_for_backward(inputs[1])
+        ctx.save_for_forward(inputs[1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _gather_backward(ctx, grad_out)
+
+    @staticmethod
+    def jvp(ctx, tangent, _indptr_tangent, _size_tangent):
+        (indptr,) = ctx.saved_tensors
+        return gather_csr(tangent, indptr, ctx.rows)
+
+
+class _SegmentSoftmaxFn(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(src, indptr):
+        return _call("segment_softmax", src, indptr)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1], output)
+        ctx.save_for_forward(inputs[1], output)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _softmax_backward(ctx, grad_out)
+
+    @staticmethod
+    def jvp(ctx, tangent, _indptr_tangent):
+        return _softmax_backward(ctx, tangent)[0]  # the softmax Jacobian is symmetric

@@ -31,3 +31,15 @@ def test_a_sum_that_overflows_int64_is_refused(lengths):
 
 def test_the_largest_sum_that_fits_is_fine():
     assert ts.lengths_to_indptr(torch.tensor([2**62, 2**62 - 1]))[-1].item() == 2**63 - 1
+
+
+@pytest.mark.parametrize("dtype", [getattr(torch, n) for n in ("uint8", "uint16", "uint32", "uint64")
+                                   if hasattr(torch, n)], ids=str)
+def test_unsigned_lengths_give_offsets(dtype):
+    indptr = ts.lengths_to_indptr(torch.tensor([2, 0, 3], dtype=dtype))
+    assert indptr.dtype == torch.int64 and indptr.tolist() == [0, 2, 2, 5]
+
+
+def test_uint64_lengths_past_int64_are_refused():
+    with pytest.raises(ValueError, match="overflows int64"):
+        ts.lengths_to_indptr(torch.tensor([2**63], dtype=torch.uint64))
