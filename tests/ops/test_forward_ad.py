@@ -10,9 +10,10 @@ import torch_segment_ops as ts
 from tests import reference as ref
 
 INDPTR = torch.tensor([0, 2, 2, 6, 7])  # an empty segment and a one-row segment
+REDUCTIONS = ("sum", "mean", "min", "max")
 OPS = {
     **{f"segment_reduce_{r}": (lambda x, r=r: ts.segment_reduce(x, INDPTR, r),
-                               lambda x, r=r: ref.segment_reduce(x, INDPTR, r), 7) for r in ("sum", "mean", "min", "max")},
+                               lambda x, r=r: ref.segment_reduce(x, INDPTR, r), 7) for r in REDUCTIONS},
     "gather_csr": (lambda x: ts.gather_csr(x, INDPTR), lambda x: ref.gather_csr(x, INDPTR), 4),
     "gather_csr_size": (lambda x: ts.gather_csr(x, INDPTR, 7), lambda x: ref.gather_csr(x, INDPTR), 4),
     "segment_softmax": (lambda x: ts.segment_softmax(x, INDPTR), lambda x: ref.segment_softmax(x, INDPTR), 7),
