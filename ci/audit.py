@@ -239,7 +239,7 @@ def check_macho(wheel: WheelInfo) -> list[str]:
     if not wheel.platform.startswith("macosx_"):
         return []
     target = macho.deployment_target(wheel.platform)
-    return [p for n, c in libraries.items() for p in macho.problems(n, c, target, is_torch_library)]
+    return [p for n, c in libraries.items() for p in macho.problems(n, c, target, torch_provides)]
 
 
 ELF_MACHINES = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}

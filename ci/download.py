@@ -180,10 +180,10 @@ class ReleaseSource:
         ]
         self.by_name = by_name
 
-    def _get(self, asset: dict) -> bytes:
+    def _get(self, asset: dict, limit: int = MAX_WHEEL_BYTES) -> bytes:
         if token():  # the API URL serves private assets too
-            return fetch(asset["url"], "application/octet-stream", auth=True)[0]
-        return fetch(asset["browser_download_url"])[0]
+            return fetch(asset["url"], "application/octet-stream", auth=True, limit=limit)[0]
+        return fetch(asset["browser_download_url"], limit=limit)[0]
 
     def get(self, candidate: Candidate) -> bytes:
         return self._get(self.by_name[candidate.url])

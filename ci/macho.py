@@ -56,9 +56,9 @@ def read(data: bytes) -> dict:
     return info
 
 
-def problems(name: str, data: bytes, deployment_target: str, is_torch_library) -> list[str]:
+def problems(name: str, data: bytes, deployment_target: str, torch_provides) -> list[str]:
     """Everything wrong with the Mach-O library `name` (its bytes: data) for a wheel targeting macOS
-    deployment_target; is_torch_library(file name) says which @rpath libraries torch provides."""
+    deployment_target; torch_provides(file name) says which @rpath libraries torch provides."""
     try:
         info = read(data)
     except Exception as error:  # macholib raises plain ValueError/struct.error on garbage
@@ -69,7 +69,7 @@ def problems(name: str, data: bytes, deployment_target: str, is_torch_library) -
     if info["minos"] != deployment_target:
         found.append(f"{name}: minimum macOS {info['minos']}, expected the deployment target {deployment_target}")
     for dylib in info["dylibs"]:
-        torch_lib = dylib.startswith("@rpath/") and is_torch_library(dylib.removeprefix("@rpath/"))
+        torch_lib = dylib.startswith("@rpath/") and torch_provides(dylib.removeprefix("@rpath/"))
         if dylib not in SYSTEM_LIBRARIES and not torch_lib:
             found.append(f"{name} links {dylib}: neither libSystem, libc++ nor a torch @rpath library")
     for symbol, ordinal in info["undefined"]:

@@ -13,7 +13,7 @@ GOOD = {"cpu": "ARM64", "minos": "14.0", "signature": None,
 def problems(monkeypatch, **changes):
     monkeypatch.setattr(macho, "read", lambda data: {**GOOD, **changes})
     monkeypatch.setattr(macho, "signature_problems", lambda *args: [])
-    return macho.problems("lib.so", b"", "14.0", audit.is_torch_library)
+    return macho.problems("lib.so", b"", "14.0", audit.torch_provides)
 
 
 def test_a_good_library_passes(monkeypatch):
@@ -25,6 +25,7 @@ def test_a_good_library_passes(monkeypatch):
     ({"minos": "15.0"}, "minimum macOS 15.0, expected the deployment target 14.0"),
     ({"dylibs": [*GOOD["dylibs"], "/opt/homebrew/lib/libomp.dylib"]}, "links /opt/homebrew/lib/libomp.dylib"),
     ({"dylibs": [*GOOD["dylibs"], "@rpath/libfoo.dylib"]}, "links @rpath/libfoo.dylib"),
+    ({"dylibs": [*GOOD["dylibs"], "@rpath/libtorch_x.dylib"]}, "links @rpath/libtorch_x.dylib"),  # not torch's
     ({"undefined": [("__ZNSt3__14cout", 0xFE)]}, "symbol __ZNSt3__14cout is bound to no library"),
     ({"undefined": [("_strlen", 9)]}, "symbol _strlen is bound to no library"),
 ])
