@@ -393,7 +393,7 @@ def download(source, target: Target, out_dir: Path) -> Path:
         print(f"chose {shown(c.filename)} for {describe(target)}:\n"
               f"  tag {shown(tag)} is the best fit among {len(rank(candidates, target))} compatible file(s)\n"
               f"  requires torch{shown(c.requires_torch or ' (any)')}, Python {shown(c.requires_python or '(any)')}"
-              f"{yanked}\n  sha256 {digest} verified\n  saved to {target_path}")
+              f"{yanked}\n  sha256 {digest} verified\n  saved to {shown(target_path)}")
         return target_path
     lines = [f"download: no wheel fits {describe(target)}. Available:"]
     lines += [f"  {shown(c.filename)}: {shown('; '.join(c.reasons) or 'fits by tag but was not checked')}"
@@ -403,7 +403,7 @@ def download(source, target: Target, out_dir: Path) -> Path:
 
 def save(data: bytes, out_dir: Path, name: str) -> Path:
     """Write out_dir/name atomically (a .part file renamed); on any failure nothing is left behind."""
-    if Path(name).name != name or name.startswith(".") or "\\" in name:
+    if Path(name).name != name or name.startswith(".") or "\\" in name or not name.isprintable():
         raise DownloadError(f"download: refusing the file name {shown(name)!r} (not a plain file name)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -219,7 +219,8 @@ def test_a_failed_rename_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["../evil.whl", "/etc/evil.whl", ".hidden.whl", "a/b.whl", "a\\\\b.whl"])
+@pytest.mark.parametrize("name", ["../evil.whl", "/etc/evil.whl", ".hidden.whl", "a/b.whl", "a\\\\b.whl",
+                                  "evil\x1b[2J.whl", "evil\n.whl"])
 def test_file_names_from_the_server_stay_in_the_output_folder(tmp_path, name):
     with pytest.raises(download.DownloadError, match="not a plain file name"):
         download.save(b"data", tmp_path / "out", name)
