@@ -2,11 +2,12 @@
 
 Installs the wheel (default: the one `python -m ci local` left in wheelhouse/) into the running
 Python without dependencies (its torch stays), then, from a copy of the tests outside the source
-tree: the GPU tests (tests/gpu: every op on CUDA tensors against the CPU kernels and the reference,
-gradcheck, opcheck, compile, bad input) with the op suite (tests/ops), compute-sanitizer memcheck over
-the GPU tests but their largest shapes, and the GPU benchmark (benchmarks/bench_gpu.py). Writes
-gpu-check.md (and GPU.md) into --out. Needs pytest and hypothesis (ci/requirements-tests.txt) and,
-for the memcheck, compute-sanitizer (PATH or the nvidia-cuda-sanitizer-api package).
+tree: `python -m torch_segment_ops.info` (the builds loaded, each GPU's coverage), the GPU tests
+(tests/gpu: every op on CUDA tensors against the CPU kernels and the reference, gradcheck, opcheck,
+compile, bad input) with the op suite (tests/ops), compute-sanitizer memcheck over the GPU tests but
+their largest shapes, and the GPU benchmark (benchmarks/bench_gpu.py). Writes gpu-check.md (and
+GPU.md) into --out. Needs pytest and hypothesis (ci/requirements-tests.txt) and, for the memcheck,
+compute-sanitizer (PATH or the nvidia-cuda-sanitizer-api package).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def run(wheel: Path | None, out: Path, quick: bool = False) -> int:
     results: list[tuple[str, str, float]] = []
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-gpu-check-") as tmp:
         here = tests_copy(Path(tmp))
+        info = subprocess.run([sys.executable, "-m", "torch_segment_ops.info"], cwd=here, capture_output=True,
+                              text=True).stdout.strip()
         pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         ok = step("GPU tests + op suite", [*pytest, "tests/gpu", "tests/ops"], here, results)
         tool = nvidia_tool("compute-sanitizer")
@@ -76,6 +79,7 @@ def run(wheel: Path | None, out: Path, quick: bool = False) -> int:
              f"{torch.version.cuda}), CPython {sys.version.split()[0]}, wheel {wheels[0].name}.", "",
              "| step | result | seconds |", "|---|---|---|"]
     lines += [f"| {name} | {result} | {seconds:.0f} |" for name, result, seconds in results]
+    lines += ["", "`python -m torch_segment_ops.info`:", "", "```", info, "```"]
     (out / "gpu-check.md").write_text("\n".join(lines) + "\n")
     minor = ".".join(torch.__version__.split("+")[0].split(".")[:2])
     result = "passed" if ok else "FAILED: " + next(r for _, r, _ in results if not r.startswith("passed"))

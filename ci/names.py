@@ -13,7 +13,7 @@ ARTIFACT_PREFIX = "wheels-"
 # package name: the verbs read it from the wheel, nothing here is torch-segment-ops' own)
 # A build folder's name is what the loader (torch_segment_ops/_loader.py BUILD_NAME) loads: not
 # __pycache__ or a dot folder, which it skips.
-BUILD_NAME = r"[A-Za-z0-9]\w*"
+BUILD_NAME = r"[A-Za-z0-9][^/]*"
 BUILD_RECORD = re.compile(rf"^([A-Za-z_]\w*)/_builds/({BUILD_NAME})/build\.json$")
 BUILD_DIR = re.compile(rf"^[A-Za-z_]\w*/_builds/{BUILD_NAME}/")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ BUILDS_DIR = Path(__file__).parent / "_builds"
 DISTRIBUTION = "torch-segment-ops"
 # A build folder's name; anything else under _builds/ (__pycache__, dot folders) is not a build. The
 # audit applies the same rule (ci/names.py BUILD_NAME; a test keeps the two equal).
-BUILD_NAME = re.compile(r"[A-Za-z0-9]\w*")
+BUILD_NAME = re.compile(r"[A-Za-z0-9][^/]*")
 CPU_ONLY = "TORCH_SEGMENT_OPS_CPU_ONLY"  # =1: never load a CUDA build (CUDA tensors then get a clear error)
 
 
@@ -178,14 +179,26 @@ def installed_version(fallback: str) -> str:
         return fallback
 
 
+INFO = "torch_segment_ops.info"
+
+
+def running_info() -> bool:
+    """Whether this process is `python -m torch_segment_ops.info` (which reports a failed load itself)."""
+    argv = getattr(sys, "orig_argv", [])
+    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == INFO
+
+
 def load(package_version: str) -> tuple[Build, Build | None]:
     """Loads the CPU build for the running torch, then the CUDA build for its CUDA major, if any."""
     import torch
 
-    builds, version = find_builds(), installed_version(package_version)
-    build = select(builds, torch.__version__, version)
-    cuda = None if os.environ.get(CPU_ONLY) == "1" else select_cuda(builds, torch.__version__, torch.version.cuda,
-                                                                     version)
+    try:
+        builds, version = find_builds(), installed_version(package_version)
+        build = select(builds, torch.__version__, version)
+        cuda = None if os.environ.get(CPU_ONLY) == "1" else select_cuda(builds, torch.__version__,
+                                                                         torch.version.cuda, version)
+    except ImportError as error:
+        raise ImportError(f"{error} (`python -m {INFO}` shows what is installed and why)") from None
     torch.ops.load_library(str(build.library))
     if cuda:
         torch.ops.load_library(str(cuda.library))
