@@ -134,7 +134,7 @@ def cmd_gpu_check(args) -> int:
     op suite, compute-sanitizer memcheck and the GPU benchmark; writes gpu-check.md and GPU.md to --out."""
     from . import gpu
 
-    return gpu.run(Path(args.wheel) if args.wheel else None, Path(args.out), args.quick)
+    return gpu.run(Path(args.wheel) if args.wheel else None, Path(args.out), args.quick, args.install)
 
 
 def cmd_cibuildwheel(args) -> int:
@@ -159,6 +159,16 @@ def cmd_verify(args) -> int:
     result = smoke.verify_here(Path(args.wheel_dir))
     print(result.output)
     return 0 if result.ok else 1
+
+
+def cmd_gpu_runner(args) -> int:
+    """The release's GPU gate: print label=<the declared GPU runner> and torch=<pin> (for $GITHUB_OUTPUT);
+    fail, naming the key, when none is declared."""
+    from . import release
+
+    for key, value in release.gpu_runner().items():
+        print(f"{key}={value}")
+    return 0
 
 
 def cmd_check_tag(args) -> int:
@@ -318,6 +328,9 @@ def parser() -> argparse.ArgumentParser:
     gpu.add_argument("--wheel", help="the wheel to check (default: the linux wheel in wheelhouse/)")
     gpu.add_argument("--out", default="wheelhouse/gpu-check", help="where gpu-check.md and GPU.md go")
     gpu.add_argument("--quick", action="store_true", help="the benchmark's tiny shapes only")
+    gpu.add_argument("--install", action="store_true", help="first install torch==$TORCH_SEGMENT_OPS_TORCH_PIN and "
+                     "the test requirements here (a fresh GPU runner)")
+    verb("gpu-runner", cmd_gpu_runner)
     verb("cibuildwheel", cmd_cibuildwheel)
     sd = verb("sdist", cmd_sdist)
     sd.add_argument("--out", default="dist")

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import report
+from . import envs, report
 from .envs import ROOT, log, nvidia_tool
 from .errors import PipelineError
 
@@ -49,7 +49,11 @@ def step(name: str, cmd: list[str], cwd: Path, results: list[tuple[str, str, flo
     return proc.returncode == 0
 
 
-def run(wheel: Path | None, out: Path, quick: bool = False) -> int:
+def run(wheel: Path | None, out: Path, quick: bool = False, install: bool = False) -> int:
+    if install:  # a fresh GPU runner (release.yml's gate): torch (PyPI's default: a CUDA build) and pytest
+        envs.install_torch_here()
+        tests = ROOT / "ci" / "requirements-tests.txt"
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(tests)], check=True)
     import torch
 
     if not torch.cuda.is_available():

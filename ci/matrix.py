@@ -85,6 +85,11 @@ class Local:
 
 
 @dataclass(frozen=True)
+class Release:
+    gpu_runner: str = ""  # the label of a GitHub runner with an NVIDIA GPU; "": none, so releases stop
+
+
+@dataclass(frozen=True)
 class Declaration:
     package: Package
     platforms: tuple[Platform, ...]
@@ -92,6 +97,7 @@ class Declaration:
     cuda: tuple[Cuda, ...]
     scopes: dict[str, str]  # scope -> newest | all
     local: Local
+    release: Release = Release()
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -149,11 +155,11 @@ def make(cls, table, where: str, **given):
 def parse(data: dict) -> Declaration:
     """The validated declaration: unknown or missing keys, values of the wrong type and references to
     undeclared torch minors, CUDA majors or scope rules are errors naming the key."""
-    tables = {"package", "platforms", "torch", "cuda", "scopes", "local"}
+    tables = {"package", "platforms", "torch", "cuda", "scopes", "local", "release"}
     unknown = sorted(set(data) - tables)
     if unknown:
         raise invalid(unknown[0], f"unknown table (known: {', '.join(sorted(tables))})")
-    for name in tables - {"cuda"}:
+    for name in tables - {"cuda", "release"}:
         if not isinstance(data.get(name), dict):
             raise invalid(name, "missing table")
     package = make(Package, data["package"], "package")
@@ -168,7 +174,8 @@ def parse(data: dict) -> Declaration:
     torches.sort(key=lambda t: version_key(t.minor))
     scopes = data["scopes"]
     local = make(Local, data["local"], "local")
-    decl = Declaration(package, platforms, tuple(torches), cuda, dict(scopes), local)
+    release = make(Release, data.get("release", {}), "release")
+    decl = Declaration(package, platforms, tuple(torches), cuda, dict(scopes), local, release)
     check(decl)
     return decl
 

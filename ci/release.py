@@ -1,22 +1,40 @@
-"""Release helpers: `check-tag` (the tag equals the package version) and
-`collect` (gather the final wheels and the sdist from the workflow's
-artifacts, optionally with SHA256SUMS and release notes)."""
+"""Release helpers: `check-tag` (the tag equals the package version), `gpu-runner` (the GPU gate's
+runner, or the release stops) and `collect` (gather the final wheels and the sdist from the
+workflow's artifacts, optionally with SHA256SUMS and release notes)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from . import names
+from . import matrix, names
 from .envs import ROOT
 from .errors import PipelineError
 
 
 def package_version() -> str:
     return re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
+
+
+REPLAY_GPU_RUNNER = "REPLAY_GPU_RUNNER"  # set by the workflow replay only: its stand-in runner label
+
+
+def gpu_runner() -> dict[str, str]:
+    """The GPU gate's job outputs: `label`, the declared GPU runner, `torch`, the pin of the newest
+    declared torch it checks with, and `artifact`, the final linux x86_64 wheel's artifact; with no
+    runner declared, the release stops here."""
+    label = os.environ.get(REPLAY_GPU_RUNNER) or matrix.declaration().release.gpu_runner
+    if not label:
+        raise PipelineError(f"release: no GPU runner is declared ({matrix.SOURCE}: release.gpu_runner). The Linux "
+                            "wheels' CUDA kernels must pass `python -m ci gpu-check` on a GPU before anything is "
+                            "published: set release.gpu_runner to the label of a GitHub runner with an NVIDIA GPU. "
+                            "Nothing was published.")
+    wheel_platform = matrix.platform("linux-x86_64").wheel_platform
+    return {"label": label, "torch": matrix.torches()[-1].pin, "artifact": names.artifact(wheel_platform)}
 
 
 def check_tag(tag: str, on_branch: str | None = None, repo: Path = ROOT) -> None:

@@ -13,6 +13,8 @@ job's log:
   actions/setup-python: a venv
   of this machine's CPython of that version (a cell whose CPython is not here
   is skipped, with the reason);
+- the GPU gate: release.gpu_runner is replayed as a stand-in label, whose job runs only on a
+  machine with a GPU (else it is skipped with that reason);
 - runners: `ubuntu-latest` is this machine; the cibuildwheel step of a
   linux x86_64 cell runs in the container lane (ci/container.py: our docker
   daemon, the stand-in image, torch from its file index, CPython 3.11); cells
@@ -41,12 +43,13 @@ from pathlib import Path
 
 import yaml
 
-from . import container, envs, guard, index, matrix
+from . import container, envs, guard, index, matrix, release
 from .envs import ROOT, log
 from .errors import PipelineError
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 HERE = "ubuntu-latest"  # the runner label this machine stands in for
+GPU_STAND_IN = "gpu-runner-stand-in"  # the label release.gpu_runner is replayed with (none is declared)
 GH_STAND_IN = """#!/bin/bash
 # Stand-in for `gh release create TAG [flags] FILES...`: files the assets under $REPLAY_RELEASES/TAG.
 set -e
@@ -203,6 +206,9 @@ def run_job(replay: Replay, workflow: dict, job_id: str, job: dict, context: dic
 
 def cannot_run(job: dict, context: dict, replay: Replay) -> str | None:
     runner = evaluate(job.get("runs-on", HERE), context)
+    if runner == GPU_STAND_IN:
+        return None if shutil.which("nvidia-smi") else ("no GPU on this machine: the GPU check runs on the "
+                                                        "runner ci/matrix.toml release.gpu_runner names")
     if runner != HERE:
         return f"runner {runner}: only on GitHub"
     cell = context.get("matrix", {})
@@ -250,7 +256,8 @@ def run_step(replay: Replay, step: dict, context: dict, state: dict, job_dir: Pa
     output_file.write_text("")
     env = {**clean_environ(), **job_env, **{k: str(evaluate(v, context)) for k, v in step.get("env", {}).items()},
            "GITHUB_OUTPUT": str(output_file), "GITHUB_REPOSITORY": replay.github["repository"],
-           "REPLAY_RELEASES": str(replay.workdir / "releases"), "CI": "true"}
+           "REPLAY_RELEASES": str(replay.workdir / "releases"), "CI": "true",
+           release.REPLAY_GPU_RUNNER: GPU_STAND_IN}
     if state["python"]:
         env["PATH"] = f"{state['python'] / 'bin'}{os.pathsep}{replay.workdir / 'bin'}{os.pathsep}{env['PATH']}"
         env["VIRTUAL_ENV"] = str(state["python"])

@@ -80,6 +80,8 @@ def changed(*path, value=None, delete=False):
     (("scopes", "pr"), "latest", "scopes.pr: must be one of 'newest', 'all', got 'latest'"),
     (("local", "aarch64_torch"), ["2.99"], "local.aarch64_torch: torch 2.99 is not declared"),
     (("matrix",), {}, "matrix: unknown table"),
+    (("release", "gpu_runner"), True, "release.gpu_runner: expected a string, got True"),
+    (("release", "gpu_runners"), ["a"], "release.gpu_runners: unknown key"),
 ])
 def test_bad_declarations_are_errors_naming_the_key(path, value, message):
     with pytest.raises(PipelineError, match="ci/matrix.toml: " + message):

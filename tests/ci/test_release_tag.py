@@ -1,6 +1,10 @@
-"""check-tag: the tag names the package version and its commit is on the default branch."""
+"""check-tag: the tag names the package version and its commit is on the default branch; gpu-runner:
+the release's GPU gate stops a release when no GPU runner is declared."""
 
+import dataclasses
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +12,7 @@ from ci import release
 from ci.errors import PipelineError
 
 VERSION = release.package_version()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def git(repo, *args):
@@ -45,3 +50,21 @@ def test_a_tag_off_the_default_branch_is_refused(repo):
 def test_a_tag_that_is_not_the_version_is_refused(repo):
     with pytest.raises(PipelineError, match="does not match the package version"):
         release.check_tag("v9.9.9", "origin/main", repo)
+
+
+def test_with_no_gpu_runner_declared_the_release_stops_naming_the_key(monkeypatch):
+    from ci import matrix
+    from ci.release import REPLAY_GPU_RUNNER, gpu_runner
+
+    monkeypatch.delenv(REPLAY_GPU_RUNNER, raising=False)
+    assert matrix.declaration().release.gpu_runner == ""  # none yet: see ci/matrix.toml [release]
+    with pytest.raises(PipelineError, match=r"no GPU runner is declared \(ci/matrix.toml: release.gpu_runner\).* "
+                                            "Nothing was published"):
+        gpu_runner()
+    proc = subprocess.run([sys.executable, "-m", "ci", "gpu-runner"], cwd=ROOT, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1 and proc.stderr.startswith("release: no GPU runner is declared")
+    declared = dataclasses.replace(matrix.declaration(), release=matrix.Release(gpu_runner="gpu-h100"))
+    monkeypatch.setattr(matrix, "declaration", lambda: declared)
+    assert gpu_runner() == {"label": "gpu-h100", "torch": matrix.torches()[-1].pin,
+                            "artifact": "wheels-manylinux_2_28_x86_64"}

@@ -101,7 +101,7 @@ def test_publish_jobs_run_only_after_every_verify_cell():
     release = WORKFLOWS["release.yml"]["jobs"]
     assert release["wheels"]["uses"] == "./.github/workflows/wheels.yml"
     assert release["wheels"]["with"]["scope"] == "release"
-    assert release["github-release"]["needs"] == "wheels"
+    assert release["github-release"]["needs"] == ["wheels", "gpu-check"]
     assert release["pypi"]["needs"] == "github-release"
     reusable = WORKFLOWS["wheels.yml"]["jobs"]
     # the called workflow fails if any cell fails; verify runs when merge is skipped (stable mode), not on failure
@@ -110,6 +110,20 @@ def test_publish_jobs_run_only_after_every_verify_cell():
     assert reusable["merge"]["if"] == "needs.matrix.outputs.abi == 'per-torch'"
     assert reusable["verify"]["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.verify) }}"
     assert release["wheels"]["needs"] == "check-tag"
+
+
+def test_publishing_waits_for_the_gpu_check_on_the_declared_gpu_runner():
+    release = WORKFLOWS["release.yml"]["jobs"]
+    gate, check = release["gpu-runner"], release["gpu-check"]
+    assert [s["run"] for s in gate["steps"] if "run" in s] == ['python -m ci gpu-runner >> "$GITHUB_OUTPUT"']
+    assert set(gate["outputs"]) == {"label", "torch", "artifact"}
+    assert check["needs"] == ["wheels", "gpu-runner"] and check["runs-on"] == "${{ needs.gpu-runner.outputs.label }}"
+    assert check["env"]["TORCH_SEGMENT_OPS_TORCH_PIN"] == "${{ needs.gpu-runner.outputs.torch }}"
+    download = [s for s in check["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert download[0]["with"]["name"] == "${{ needs.gpu-runner.outputs.artifact }}"
+    assert [s["run"] for s in check["steps"] if "run" in s] == [
+        "python -m ci gpu-check --install --wheel final/*.whl --out gpu-check"]
+    assert "gpu-check" in release["github-release"]["needs"] and release["pypi"]["needs"] == "github-release"
 
 
 def test_pypi_uses_trusted_publishing_in_the_top_level_workflow():
