@@ -125,7 +125,8 @@ def check_record(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
             raise ValueError(f"RECORD lists {row[0]!r:.200} twice")
         listed[row[0]] = row
     archive = {i.filename: i for i in infos}
-    for name in sorted(set(listed) - set(archive)):
+    folders = {i.filename for i in zf.infolist() if i.is_dir()}  # some tools (wheel's WheelFile) list them too
+    for name in sorted(set(listed) - set(archive) - folders):
         raise ValueError(f"RECORD lists {name!r:.200}, which the wheel does not hold")
     for name, info in archive.items():
         if name == record or name in (f"{record.rsplit('/', 1)[0]}/{s}" for s in SIGNATURES):

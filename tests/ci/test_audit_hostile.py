@@ -240,3 +240,17 @@ def test_merge_names_its_output_the_same_under_any_hash_seed(tmp_path):
         assert proc.returncode == 0, proc.stderr
         names.add(proc.stdout.strip())
     assert names == {f"torch_segment_ops-0.1.0-{tag}.whl"}
+
+
+def test_record_rows_for_folder_entries_are_fine(tmp_path):
+    """wheel's WheelFile lists a folder entry it was given in RECORD: that row names what the archive holds."""
+    from wheel.wheelfile import WheelFile
+
+    path = tmp_path / f"torch_segment_ops-0.1.0-{STABLE_TAG}.whl"
+    with WheelFile(path, "w") as wf:
+        wf.writestr("torch_segment_ops/", b"")
+        wf.writestr("torch_segment_ops/__init__.py", b"")
+        wf.writestr("torch_segment_ops-0.1.0.dist-info/METADATA", b"Name: torch-segment-ops\nVersion: 0.1.0\n")
+    assert "torch_segment_ops/," in record_rows(path)
+    assert set(WheelInfo.read(path).files) == {"torch_segment_ops/__init__.py", RECORD,
+                                               "torch_segment_ops-0.1.0.dist-info/METADATA"}
