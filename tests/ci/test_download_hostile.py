@@ -254,9 +254,10 @@ def test_a_body_cut_short_of_its_content_length_is_an_error(servers):
 
 
 def peak_rss_mib_of(code: str) -> tuple[subprocess.CompletedProcess, float]:
-    """Run code in a child Python; its peak resident memory in MiB (from the child itself)."""
-    script = code + "\nimport resource, sys\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, " \
-                    "file=sys.stderr)\n"
+    """Run code in a child Python; its peak resident memory in MiB, read by the child itself from
+    /proc/self/status VmHWM (ru_maxrss would carry the forking parent's peak across exec)."""
+    script = code + "\nimport re, sys\nhwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())\n" \
+                    "print(int(hwm[1]) / 1024, file=sys.stderr)\n"
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     return proc, float(proc.stderr.strip().splitlines()[-1])
 
