@@ -104,15 +104,33 @@ def test_nan_and_infinities_like_the_cpu_kernel():
         assert torch.equal(out.cpu().isnan(), expected.isnan()) and torch.equal(arg.cpu(), expected_arg)
 
 
-def test_on_a_side_stream_the_result_is_the_same():
+def test_the_ops_run_on_the_current_stream():
+    """The input is written on a side stream that is held back (torch.cuda._sleep) with no wait on the
+    default stream: only ops that run on the current (side) stream see the written values."""
     src, indptr = src_for(100_000, (16,), torch.float32).cuda(), lengths_indptr([50_000, 50_000], "cuda")
-    expected = ts.segment_reduce(src, indptr, "max")
+    expected = ts.segment_reduce(src, indptr, "max") * 2
+    torch.cuda.synchronize()
     stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        out = ts.segment_reduce(src, indptr, "max")
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of spinning on the side stream only
+        doubled = src * 2
+        out = ts.segment_reduce(doubled, indptr, "max")
+        gathered = ts.gather_csr(out, indptr, 100_000)
+        softmax = ts.segment_softmax(doubled, indptr)
     stream.synchronize()
     assert torch.equal(out, expected)
+    assert torch.equal(gathered, ts.gather_csr(expected, indptr, 100_000))
+    assert torch.equal(softmax, ts.segment_softmax(src * 2, indptr))
+
+
+def test_forward_mode_ad_on_cuda_matches_the_cpu():
+    indptr = lengths_indptr([3, 0, 4, 1])
+    x, t = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64)
+    for op in (lambda x, i: ts.segment_reduce(x, i, "max"), lambda x, i: ts.segment_reduce(x, i, "mean"),
+               lambda x, i: ts.gather_csr(x[:4], i), lambda x, i: ts.segment_softmax(x, i)):
+        on_cpu = torch.func.jvp(lambda x: op(x, indptr), (x,), (t,))[1]
+        on_gpu = torch.func.jvp(lambda x: op(x, indptr.cuda()), (x.cuda(),), (t.cuda(),))[1]
+        torch.testing.assert_close(on_gpu.cpu(), on_cpu)
 
 
 def test_gradcheck_and_gradgradcheck_on_cuda():
