@@ -123,14 +123,15 @@ def test_the_ops_run_on_the_current_stream():
     assert torch.equal(softmax, ts.segment_softmax(src * 2, indptr))
 
 
-def test_forward_mode_ad_on_cuda_matches_the_cpu():
+@pytest.mark.parametrize("op", [lambda x, i: ts.segment_reduce(x, i, "max"),
+                                lambda x, i: ts.segment_reduce(x, i, "mean"), lambda x, i: ts.gather_csr(x[:4], i),
+                                lambda x, i: ts.segment_softmax(x, i)], ids=["max", "mean", "gather", "softmax"])
+def test_forward_mode_ad_on_cuda_matches_the_cpu(op):
     indptr = lengths_indptr([3, 0, 4, 1])
     x, t = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 3, dtype=torch.float64)
-    for op in (lambda x, i: ts.segment_reduce(x, i, "max"), lambda x, i: ts.segment_reduce(x, i, "mean"),
-               lambda x, i: ts.gather_csr(x[:4], i), lambda x, i: ts.segment_softmax(x, i)):
-        on_cpu = torch.func.jvp(lambda x: op(x, indptr), (x,), (t,))[1]
-        on_gpu = torch.func.jvp(lambda x: op(x, indptr.cuda()), (x.cuda(),), (t.cuda(),))[1]
-        torch.testing.assert_close(on_gpu.cpu(), on_cpu)
+    on_cpu = torch.func.jvp(lambda x: op(x, indptr), (x,), (t,))[1]
+    on_gpu = torch.func.jvp(lambda x: op(x, indptr.cuda()), (x.cuda(),), (t.cuda(),))[1]
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu)
 
 
 def test_gradcheck_and_gradgradcheck_on_cuda():
