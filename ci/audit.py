@@ -16,18 +16,16 @@ import re
 import shutil
 import subprocess
 import tempfile
-import zipfile
 from pathlib import Path, PurePosixPath
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-from wheel.wheelfile import WheelError
 
 from . import envs, macho, matrix, names
 from .repair import CUDA_LIBRARIES
-from .wheels import WheelInfo, torch_minor, unsafe_entries
+from .wheels import BrokenWheel, WheelInfo, torch_minor, unsafe_entries
 
 # What torch ships: never to be grafted into our wheel (patterns: repair tools rename grafts).
 TORCH_LIBRARIES = ["libtorch*", "libc10*", "libshm*", "libgomp*", "libomp*", "libiomp*", "libcaffe2*"]
@@ -408,9 +406,8 @@ def audit(path: Path, expect_platform: str | None = None) -> list[str]:
     reported as such (never an exception: the next wheel is still audited)."""
     try:
         wheel = WheelInfo.read(path)
-    except (WheelError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, KeyError,
-            ValueError, OSError, RuntimeError) as error:
-        return [f"not an intact wheel ({type(error).__name__}: {error})"[:500]]
+    except BrokenWheel as error:
+        return [f"not an intact wheel ({error})"]
     problems = []
     for check in CHECKS:
         try:

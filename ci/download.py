@@ -344,9 +344,11 @@ def wheel_metadata(data: bytes, filename: str = "the wheel") -> str:
                 raise DownloadError(f"download: {shown(filename)} has {len(found)} .dist-info/METADATA files, "
                                     "not one")
             text = b"".join(read_member(zf, found[0], MAX_METADATA_BYTES, filename))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError, ValueError) as error:
+    except DownloadError:
+        raise
+    except Exception as error:  # noqa: BLE001 (zipfile, zlib: whatever a damaged archive makes them raise)
         raise DownloadError(f"download: {shown(filename)} is not a readable wheel ({type(error).__name__}: "
-                            f"{shown(error)})") from None
+                            f"{shown(error)})"[:500]) from None
     return decode_metadata(text, filename)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from wheel.wheelfile import WheelError, WheelFile
+from wheel.wheelfile import WheelFile
 
 from . import matrix
 from .errors import PipelineError
 from .names import BUILD_DIR
-from .wheels import WheelInfo, torch_minor, unsafe_entries
+from .wheels import BrokenWheel, WheelInfo, torch_minor, unsafe_entries
 
 
 def rewrite_metadata(text: str, version: str, requirement: str) -> str:
@@ -68,14 +68,13 @@ def check_compatible(wheels: list[WheelInfo]) -> None:
 
 def read(path: Path) -> WheelInfo:
     """A safe, intact input: no unsafe or duplicate entry, every file matching RECORD."""
-    unsafe = unsafe_entries(path)
-    if unsafe:
-        raise PipelineError(f"merge: {path.name} has {'; '.join(unsafe)}")
     try:
+        unsafe = unsafe_entries(path)
+        if unsafe:
+            raise PipelineError(f"merge: {path.name} has {'; '.join(unsafe)}")
         return WheelInfo.read(path)
-    except (WheelError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, KeyError, ValueError,
-            OSError) as error:
-        raise PipelineError(f"merge: {path.name} is not an intact wheel: {error}"[:500]) from None
+    except BrokenWheel as error:
+        raise PipelineError(f"merge: {path.name} is not an intact wheel: {error}") from None
 
 
 def merge(paths: list[Path], out_dir: Path) -> Path:

@@ -30,17 +30,23 @@ class WheelInfo:
 
     @classmethod
     def read(cls, path: Path) -> WheelInfo:
-        """The wheel's files, after its RECORD was checked against the archive both ways (a ValueError
-        names what is wrong); at most MAX_UNPACKED bytes are ever unpacked."""
-        _, version, _, tags = parse_wheel_filename(path.name)
-        with zipfile.ZipFile(path) as zf:
-            infos = [info for info in zf.infolist() if not info.is_dir()]
-            unpacked = sum(info.file_size for info in infos)
-            if unpacked > MAX_UNPACKED:
-                raise ValueError(f"it unpacks to {unpacked} bytes, more than the {MAX_UNPACKED} any wheel of ours may")
-            check_record(zf, infos)
-        with WheelFile(path) as wf:  # verifies every file against RECORD while reading
-            files = {info.filename: wf.read(info.filename) for info in infos}
+        """The wheel's files, after its RECORD was checked against the archive both ways; at most
+        MAX_UNPACKED bytes are ever unpacked. Anything that makes it unreadable is a BrokenWheel."""
+        try:
+            _, version, _, tags = parse_wheel_filename(path.name)
+            with zipfile.ZipFile(path) as zf:
+                infos = [info for info in zf.infolist() if not info.is_dir()]
+                unpacked = sum(info.file_size for info in infos)
+                if unpacked > MAX_UNPACKED:
+                    raise BrokenWheel(f"it unpacks to {unpacked} bytes, more than the {MAX_UNPACKED} any wheel of "
+                                      "ours may")
+                check_record(zf, infos)
+            with WheelFile(path) as wf:  # verifies every file against RECORD while reading
+                files = {info.filename: wf.read(info.filename) for info in infos}
+        except BrokenWheel:
+            raise
+        except Exception as error:  # noqa: BLE001 (zipfile, zlib, wheel: whatever a damaged archive makes them raise)
+            raise BrokenWheel(f"{type(error).__name__}: {error}"[:500]) from None
         return cls(path, path.name.split("-")[0], version, tags, files)
 
     @property
@@ -100,6 +106,10 @@ class WheelInfo:
         return self.path.stat().st_size
 
 
+class BrokenWheel(ValueError):
+    """The file cannot be read as an intact wheel; str() says why."""
+
+
 MAX_UNPACKED = 256 << 20  # far above our wheels (<= 4 MiB packed); bounds what a crafted wheel can make us hold
 SIGNATURES = ("RECORD.jws", "RECORD.p7s")
 
@@ -109,35 +119,35 @@ def check_record(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
     naming a file the wheel does not hold would make `pip uninstall` delete another package's file."""
     records = [i for i in infos if re.fullmatch(r"[^/]+\.dist-info/RECORD", i.filename)]
     if len(records) != 1:
-        raise ValueError(f"expected one .dist-info/RECORD, found {len(records)}")
+        raise BrokenWheel(f"expected one .dist-info/RECORD, found {len(records)}")
     if records[0].file_size > 16 << 20:
-        raise ValueError(f"RECORD is {records[0].file_size} bytes")
+        raise BrokenWheel(f"RECORD is {records[0].file_size} bytes")
     record = records[0].filename
     try:
         rows = list(csv.reader(io.StringIO(zf.read(record).decode("utf-8"))))
     except (csv.Error, UnicodeDecodeError) as error:
-        raise ValueError(f"RECORD is not a readable CSV file ({error})") from None
+        raise BrokenWheel(f"RECORD is not a readable CSV file ({error})") from None
     listed: dict[str, list[str]] = {}
     for row in rows:
         if len(row) != 3:
-            raise ValueError(f"RECORD row {row!r:.80} does not have 3 fields")
+            raise BrokenWheel(f"RECORD row {row!r:.80} does not have 3 fields")
         if row[0] in listed:
-            raise ValueError(f"RECORD lists {row[0]!r:.200} twice")
+            raise BrokenWheel(f"RECORD lists {row[0]!r:.200} twice")
         listed[row[0]] = row
     archive = {i.filename: i for i in infos}
     folders = {i.filename for i in zf.infolist() if i.is_dir()}  # some tools (wheel's WheelFile) list them too
     for name in sorted(set(listed) - set(archive) - folders):
-        raise ValueError(f"RECORD lists {name!r:.200}, which the wheel does not hold")
+        raise BrokenWheel(f"RECORD lists {name!r:.200}, which the wheel does not hold")
     for name, info in archive.items():
         if name == record or name in (f"{record.rsplit('/', 1)[0]}/{s}" for s in SIGNATURES):
             continue
         if name not in listed:
-            raise ValueError(f"{name} is not in RECORD")
+            raise BrokenWheel(f"{name} is not in RECORD")
         algorithm = listed[name][1].partition("=")[0]
         if algorithm != "sha256":
-            raise ValueError(f"RECORD gives {name} a {algorithm or 'missing'} hash; sha256 expected")
+            raise BrokenWheel(f"RECORD gives {name} a {algorithm or 'missing'} hash; sha256 expected")
         if listed[name][2] != str(info.file_size):
-            raise ValueError(f"RECORD gives {name} size {listed[name][2]!r:.40}, the archive {info.file_size}")
+            raise BrokenWheel(f"RECORD gives {name} size {listed[name][2]!r:.40}, the archive {info.file_size}")
     # the digests themselves are checked by wheel's WheelFile as the files are read
 
 def torch_minor(version: str) -> str:
@@ -147,19 +157,23 @@ def torch_minor(version: str) -> str:
 def unsafe_entries(path: Path) -> list[str]:
     """Archive entries no wheel of ours may have: absolute or `..` paths, backslashes, symlinks, names
     equal but for case, duplicate names (a zip may hold two entries of one name; which one is unpacked
-    is up to the tool)."""
+    is up to the tool). An archive that cannot be listed is a BrokenWheel."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except Exception as error:  # noqa: BLE001 (whatever a damaged archive makes zipfile raise)
+        raise BrokenWheel(f"{type(error).__name__}: {error}"[:500]) from None
     problems, seen, folded = [], set(), {}
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            name = info.filename
-            other = folded.setdefault(name.casefold(), name)
-            if other != name:
-                problems.append(f"{name!r} and {other!r} differ only by case (one file on macOS and Windows)")
-            if name.startswith("/") or "\\" in name or ".." in name.split("/") or re.match(r"[A-Za-z]:", name):
-                problems.append(f"unsafe path {name!r}")
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                problems.append(f"symlink {name!r}")
-            if name in seen:
-                problems.append(f"duplicate entry {name!r}")
-            seen.add(name)
+    for info in infos:
+        name = info.filename
+        other = folded.setdefault(name.casefold(), name)
+        if other != name:
+            problems.append(f"{name!r} and {other!r} differ only by case (one file on macOS and Windows)")
+        if name.startswith("/") or "\\" in name or ".." in name.split("/") or re.match(r"[A-Za-z]:", name):
+            problems.append(f"unsafe path {name!r}")
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            problems.append(f"symlink {name!r}")
+        if name in seen:
+            problems.append(f"duplicate entry {name!r}")
+        seen.add(name)
     return problems

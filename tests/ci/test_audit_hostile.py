@@ -126,7 +126,7 @@ def test_record_must_match_the_archive_both_ways(tmp_path, change, message):
     wheel = make_wheel(tmp_path, version="0.1.0", requires="torch>=2.10", tag=STABLE_TAG, builds={})
     rewritten(wheel, {RECORD: change(record_rows(wheel)).encode()})
     problems = audit.audit(wheel)
-    assert len(problems) == 1 and problems[0].startswith("not an intact wheel (ValueError") and message in problems[0]
+    assert len(problems) == 1 and problems[0].startswith("not an intact wheel (") and message in problems[0]
     with pytest.raises(PipelineError, match="is not an intact wheel"):
         merge.read(wheel)
 

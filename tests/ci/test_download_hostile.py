@@ -2,6 +2,7 @@
 "localhost", as a second host): tokens, redirects, endless or dripping bodies,
 bad checksum files, malformed answers, leftovers."""
 
+import argparse
 import hashlib
 import http.server
 import json
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ci import download, index
 from ci.pick import Target
@@ -313,3 +316,34 @@ def test_index_reports_a_wheel_without_readable_metadata_in_one_line(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("index: torch_segment_ops-0.2.0-py3-none-any.whl is not a readable wheel "
                                    "(BadZipFile: File is not a zip file)")
+
+
+PAGES = st.one_of(
+    st.binary(max_size=400),
+    st.text(max_size=400).map(str.encode),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+                     ["files", "filename", "url", "hashes", "sha256", "yanked", "core-metadata", "requires-python"]),
+                     inner, max_size=5), max_leaves=20).map(lambda v: json.dumps({"files": v}).encode()),
+    st.lists(st.tuples(st.text(max_size=40), st.sampled_from(["", " data-yanked", ' data-core-metadata="sha256=x"',
+                                                               ' data-requires-python="&gt;=3"'])), max_size=4)
+    .map(lambda links: "".join(f'<a href="{h}"{a}>{h}</a>' for h, a in links).encode()))
+
+
+@pytest.fixture(scope="module")
+def fuzz_server():
+    server = Hostile()
+    yield server
+    server.close()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(page=PAGES, json_type=st.booleans())
+def test_a_fuzzed_index_page_is_a_download_error_or_nothing(fuzz_server, tmp_path, page, json_type):
+    """Whatever the index page says, the verb answers with its one error type (no traceback, no file)."""
+    fuzz_server.routes["/simple/torch-segment-ops/"] = body(
+        page, "application/vnd.pypi.simple.v1+json" if json_type else "text/html")
+    args = argparse.Namespace(index=f"{fuzz_server.url}/simple", release=None, run=None, repo=None)
+    with pytest.raises(download.DownloadError):
+        download.run(args, Target("linux-x86_64", "3.12", "2.13.0"), tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
