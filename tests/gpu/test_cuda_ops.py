@@ -193,3 +193,90 @@ def test_tensors_on_different_devices_are_a_clear_error():
         ts.gather_csr(src.cpu()[:2], indptr.cuda())
     with pytest.raises(RuntimeError, match=r"expected `indptr` on the same device as `src` \(cuda:0\), got cpu"):
         raw.segment_softmax(src, indptr)
+
+
+# Shapes derived from the device, as the kernels cut rows into chunks (cuda_common.cuh `Chunks`): enough
+# chunks to fill the device twice, at least 16 rows each; a segment crossing more than kSerialPieces (32)
+# chunks is combined by a block instead of one thread.
+SERIAL_PIECES = 32
+
+
+def rows_per_chunk(num_rows: int, row_len: int) -> int:
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    in_flight = props.multi_processor_count * props.max_threads_per_multi_processor
+    return max(16, -(-num_rows * max(row_len, 1) // (2 * in_flight)))
+
+
+def check_every_op_against_the_cpu(src, indptr):
+    for reduce in REDUCTIONS:
+        out, arg = raw.segment_reduce(src.cuda(), indptr.cuda(), reduce, True)
+        expected, expected_arg = raw.segment_reduce(src, indptr, reduce, True)
+        if reduce in ("min", "max"):
+            assert torch.equal(out.cpu(), expected) and torch.equal(arg.cpu(), expected_arg), reduce
+        else:
+            ref.assert_close(out.cpu(), expected)
+    ref.assert_close(ts.segment_softmax(src.cuda(), indptr.cuda()).cpu(), ts.segment_softmax(src, indptr))
+
+
+@pytest.mark.parametrize("span", [SERIAL_PIECES - 1, SERIAL_PIECES, SERIAL_PIECES + 1, SERIAL_PIECES + 2])
+def test_a_segment_crossing_exactly_n_chunks(span):
+    """One segment starting mid-chunk and touching exactly `span` chunks, among short segments: the serial
+    and the block combination on both sides of their boundary."""
+    rows = 64 * 2 * 4096  # ample: rows per chunk comes from the device below
+    per_chunk = rows_per_chunk(rows, 1)
+    start = 10 * per_chunk + per_chunk // 2
+    length = (span - 1) * per_chunk  # from the middle of chunk 10 to the middle of chunk 10 + span - 1
+    assert start // per_chunk + span - 1 == (start + length - 1) // per_chunk
+    head = [3] * (start // 3) + [start % 3] if start % 3 else [3] * (start // 3)
+    lengths = [*head, length]
+    lengths.append(rows - sum(lengths))
+    check_every_op_against_the_cpu(src_for(rows, (), torch.float32), lengths_indptr(lengths))
+
+
+def test_many_wide_segments_more_than_a_grid_of_1024():
+    """More than 1,024 segments that each cross more than kSerialPieces chunks: the grid-stride path of the
+    block combination."""
+    per_chunk = 16  # the minimum; checked below for this device and shape
+    length = (SERIAL_PIECES + 2) * per_chunk
+    lengths = [length] * 1100
+    rows = sum(lengths)
+    if rows_per_chunk(rows, 1) != per_chunk:
+        pytest.skip(f"this device cuts {rows} rows into chunks of {rows_per_chunk(rows, 1)}, not {per_chunk}")
+    check_every_op_against_the_cpu(src_for(rows, (), torch.float32), lengths_indptr(lengths))
+
+
+def test_huge_more_than_2_to_the_31_elements():
+    """E * F beyond 2^31 (int32 index arithmetic would wrap): sums per segment and the gather of them."""
+    rows, feat = 2**21, 1025  # 2.15e9 float32 elements: 8.6 GB
+    if torch.cuda.get_device_properties(0).total_memory < 24 * 2**30:
+        pytest.skip("needs a GPU with 24 GiB or more")
+    lengths = [2**20 - 3, 3, 0, 2**20]
+    src = torch.ones(rows, feat, device="cuda")
+    src[-1] = 2.0  # the very last element block: found only if the offsets do not wrap
+    indptr = lengths_indptr(lengths, "cuda")
+    out = ts.segment_reduce(src, indptr, "sum")
+    expected = torch.tensor([[2**20 - 3], [3], [0], [2**20 + 1]], dtype=torch.float32).expand(4, feat)
+    assert torch.equal(out.cpu(), expected)
+    assert torch.equal(ts.segment_reduce(src, indptr, "max")[3].cpu(), torch.full((feat,), 2.0))
+    del src
+    gathered = ts.gather_csr(out, indptr, rows)
+    assert gathered.shape == (rows, feat)
+    assert gathered[-1, -1].item() == 2**20 + 1 and gathered[0, 0].item() == 2**20 - 3
+
+
+def test_repeated_calls_are_bitwise_equal():
+    src, indptr = src_for(220_000, (16,), torch.float32).cuda(), lengths_indptr([150_000, 1, 0, 69_999], "cuda")
+    for op in (lambda: ts.segment_reduce(src, indptr, "sum"), lambda: ts.segment_reduce(src, indptr, "mean"),
+               lambda: raw.segment_reduce(src, indptr, "max", True)[1], lambda: ts.segment_softmax(src, indptr)):
+        first = op()
+        assert all(torch.equal(op(), first) for _ in range(3))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensors_on_another_device_than_the_current_one():
+    src, indptr = src_for(5000, (4,), torch.float32), lengths_indptr([2000, 0, 3000])
+    before = torch.cuda.current_device()
+    other = (before + 1) % torch.cuda.device_count()
+    out = ts.segment_reduce(src.to(f"cuda:{other}"), indptr.to(f"cuda:{other}"), "max")
+    assert out.device == torch.device(f"cuda:{other}") and torch.cuda.current_device() == before
+    assert torch.equal(out.cpu(), ts.segment_reduce(src, indptr, "max"))
