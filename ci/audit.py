@@ -138,7 +138,7 @@ def needed(elf: ELFFile) -> list[str]:
     return dynamic_tags(elf, "DT_NEEDED")
 
 
-def search_folders(name: str, elf: ELFFile, wheel: WheelInfo) -> tuple[list[str], list[str]]:
+def search_folders(name: str, elf: ELFFile) -> tuple[list[str], list[str]]:
     """The folders of the wheel the library's RPATH/RUNPATH name ($ORIGIN-relative, inside the wheel),
     and a problem for each entry that points anywhere else (the system, /tmp, above the wheel)."""
     folders, problems = [], []
@@ -168,7 +168,7 @@ def check_libraries(wheel: WheelInfo) -> list[str]:
     cuda = {f"{wheel.package}/_builds/{name}/": record["cuda"].split(".")[0]
             for name, record in wheel.cuda_records.items()}
     for name, elf in elf_files(wheel).items():
-        folders, found = search_folders(name, elf, wheel)
+        folders, found = search_folders(name, elf)
         problems += found
         major = next((m for folder, m in cuda.items() if name.startswith(folder)), None)
         for library in needed(elf):
@@ -286,11 +286,10 @@ def check_contents(wheel: WheelInfo) -> list[str]:
     problems = unsafe_entries(wheel.path)
     pattern = allowed(wheel.package)
     problems += [f"unexpected file {n} (not one of ours)" for n in wheel.files if not pattern.match(n)]
-    builds = re.compile(rf"^{re.escape(wheel.package)}/_builds/({names.BUILD_NAME})/")
     folders: dict[str, list[str]] = {}
     for name in wheel.files:
-        if match := builds.match(name):
-            folders.setdefault(match[1], []).append(name.rsplit("/", 1)[1])
+        if match := names.BUILD_DIR.match(name):
+            folders.setdefault(match[2], []).append(name.rsplit("/", 1)[1])
     for folder, files in sorted(folders.items()):
         libraries = [f for f in files if f.startswith("_C")]
         if "build.json" not in files or len(libraries) != 1:

@@ -407,19 +407,15 @@ def save(data: bytes, out_dir: Path, name: str) -> Path:
     """Write out_dir/name atomically (a .part file renamed); on any failure nothing is left behind."""
     if Path(name).name != name or name.startswith(".") or "\\" in name or not name.isprintable():
         raise DownloadError(f"download: refusing the file name {shown(name)!r} (not a plain file name)")
+    tmp = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if (out_dir / name).is_dir():
-            raise IsADirectoryError(21, "a folder of that name is in the way", str(out_dir / name))
-        tmp = tempfile.NamedTemporaryFile(dir=out_dir, delete=False, prefix=".download-", suffix=".part")
-    except OSError as error:
-        raise DownloadError(f"download: cannot write {out_dir / name}: {error.strerror or error}") from None
-    try:
-        with tmp:
+        with tempfile.NamedTemporaryFile(dir=out_dir, delete=False, prefix=".download-", suffix=".part") as tmp:
             tmp.write(data)
-        os.replace(tmp.name, out_dir / name)
+        os.replace(tmp.name, out_dir / name)  # a folder of that name in the way: IsADirectoryError
     except BaseException as error:
-        Path(tmp.name).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise DownloadError(f"download: cannot write {out_dir / name}: {error.strerror or error}") from None
         raise

@@ -15,7 +15,7 @@ ARTIFACT_PREFIX = "wheels-"
 # __pycache__ or a dot folder, which it skips.
 BUILD_NAME = r"[A-Za-z0-9][^/]*"
 BUILD_RECORD = re.compile(rf"^([A-Za-z_]\w*)/_builds/({BUILD_NAME})/build\.json$")
-BUILD_DIR = re.compile(rf"^[A-Za-z_]\w*/_builds/{BUILD_NAME}/")
+BUILD_DIR = re.compile(rf"^([A-Za-z_]\w*)/_builds/({BUILD_NAME})/")  # package, build folder
 
 
 def artifact(wheel_platform: str, torch_minor: str | None = None) -> str:

@@ -141,15 +141,15 @@ def select_versions(candidates: list[Candidate], target: Target) -> None:
     """pip's version rule over the candidates that fit otherwise: the requested specifier, and
     pre-releases only with --pre, when the specifier names one, or when no final release fits."""
     fitting = [c for c in candidates if not c.reasons]
-    versions = {c.version for c in fitting}
-    allowed = set(target.specifier().filter(versions, prereleases=True if target.pre else None))
+    specifier = target.specifier()
+    allowed = set(specifier.filter({c.version for c in fitting}, prereleases=True if target.pre else None))
     for c in fitting:
         if c.version in allowed:
             continue
-        if c.version.is_prerelease and target.specifier().contains(c.version, prereleases=True):
+        if c.version.is_prerelease and specifier.contains(c.version, prereleases=True):
             c.reasons.append(f"{c.version} is a pre-release (use --pre to allow it)")
         else:
-            c.reasons.append(f"version {c.version} was not asked for ({target.specifier() or 'any'})")
+            c.reasons.append(f"version {c.version} was not asked for ({specifier or 'any'})")
 
 
 def rank(candidates: list[Candidate], target: Target) -> list[Candidate]:

@@ -7,6 +7,7 @@ import io
 import json
 import re
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class WheelInfo:
     def read(cls, path: Path) -> WheelInfo:
         """The wheel's files, after its RECORD was checked against the archive both ways; at most
         MAX_UNPACKED bytes are ever unpacked. Anything that makes it unreadable is a BrokenWheel."""
-        try:
+        with broken_on_error():
             _, version, _, tags = parse_wheel_filename(path.name)
             with zipfile.ZipFile(path) as zf:
                 infos = [info for info in zf.infolist() if not info.is_dir()]
@@ -43,10 +44,6 @@ class WheelInfo:
                 check_record(zf, infos)
             with WheelFile(path) as wf:  # verifies every file against RECORD while reading
                 files = {info.filename: wf.read(info.filename) for info in infos}
-        except BrokenWheel:
-            raise
-        except Exception as error:  # noqa: BLE001 (zipfile, zlib, wheel: whatever a damaged archive makes them raise)
-            raise BrokenWheel(f"{type(error).__name__}: {error}"[:500]) from None
         return cls(path, path.name.split("-")[0], version, tags, files)
 
     @property
@@ -110,6 +107,17 @@ class BrokenWheel(ValueError):
     """The file cannot be read as an intact wheel; str() says why."""
 
 
+@contextmanager
+def broken_on_error():
+    """Whatever a damaged archive makes zipfile, zlib or wheel raise becomes a BrokenWheel."""
+    try:
+        yield
+    except BrokenWheel:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise BrokenWheel(f"{type(error).__name__}: {error}"[:500]) from None
+
+
 MAX_UNPACKED = 256 << 20  # far above our wheels (<= 4 MiB packed); bounds what a crafted wheel can make us hold
 SIGNATURES = ("RECORD.jws", "RECORD.p7s")
 
@@ -158,11 +166,8 @@ def unsafe_entries(path: Path) -> list[str]:
     """Archive entries no wheel of ours may have: absolute or `..` paths, backslashes, symlinks, names
     equal but for case, duplicate names (a zip may hold two entries of one name; which one is unpacked
     is up to the tool). An archive that cannot be listed is a BrokenWheel."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except Exception as error:  # noqa: BLE001 (whatever a damaged archive makes zipfile raise)
-        raise BrokenWheel(f"{type(error).__name__}: {error}"[:500]) from None
+    with broken_on_error(), zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
     problems, seen, folded = [], set(), {}
     for info in infos:
         name = info.filename
