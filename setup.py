@@ -88,7 +88,8 @@ def cuda_toolkits() -> dict[str, Path]:
     folder = os.environ.get("TORCH_SEGMENT_OPS_CUDA_DIR")
     if not folder:
         return {}
-    found = {p.name: p.resolve() for p in sorted(Path(folder).iterdir()) if (p / "bin" / "nvcc").is_file()}
+    found = {p.name: p.resolve() for p in sorted(Path(folder).iterdir())
+             if not p.name.startswith(".") and (p / "bin" / "nvcc").is_file()}  # .name: install-cuda's own
     undeclared = set(found) - set(DECLARATION.get("cuda", {}))
     if not found or undeclared:
         sys.exit(f"TORCH_SEGMENT_OPS_CUDA_DIR={folder}: expected toolkits <major>/bin/nvcc for the CUDA majors "
@@ -129,12 +130,19 @@ def gencode_args(major: str) -> list[str]:
     return args + ["-gencode", f"arch=compute_{ptx},code=compute_{ptx}"]
 
 
-def nvcc_args(major: str) -> list[str]:
+def host_compiler(toolkit: Path) -> list[str]:
+    """$CXX (e.g. a cross compiler), else the older g++ `ci install-cuda` chose when the default one is
+    newer than this nvcc accepts (<toolkit>/host-cxx), else nvcc's default."""
+    chosen = toolkit / "host-cxx"
+    cxx = os.environ.get("CXX") or (chosen.read_text().strip() if chosen.is_file() else "")
+    return ["-ccbin", cxx] if cxx else []
+
+
+def nvcc_args(major: str, toolkit: Path) -> list[str]:
     cxx = [a for a in compile_args() if a not in ("-fopenmp-simd",)] + ["-fPIC"]
-    host_compiler = ["-ccbin", os.environ["CXX"]] if os.environ.get("CXX") else []  # e.g. a cross compiler
     # -objtemp: intermediate files named after the object, not a random temporary name that ends up in
     # the object (the build must be reproducible)
-    return [*host_compiler, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-objtemp",
+    return [*host_compiler(toolkit), "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-objtemp",
             f"-DTORCH_TARGET_VERSION={target_version()}",
             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
             "-Xcompiler", ",".join(cxx), *gencode_args(major)]
@@ -195,8 +203,8 @@ class BuildWithRecord(BuildExtension if torch else object):
         jobs = []
         for source in sorted((csrc / "cuda").glob("*.cu")):
             obj = out_dir / (source.stem + ".o")
-            cmd = [str(toolkit / "bin" / "nvcc"), "-c", str(source), "-o", str(obj), *include, *nvcc_args(major),
-                   "-Xcompiler", f"-ffile-prefix-map={csrc}=csrc"]
+            cmd = [str(toolkit / "bin" / "nvcc"), "-c", str(source), "-o", str(obj), *include,
+                   *nvcc_args(major, toolkit), "-Xcompiler", f"-ffile-prefix-map={csrc}=csrc"]
             print(" ".join(cmd), flush=True)
             jobs.append((subprocess.Popen(cmd), cmd, str(obj)))
         failed = [cmd for process, cmd, _ in jobs if process.wait() != 0]

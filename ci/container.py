@@ -31,7 +31,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import audit, build, envs, matrix, report
+from . import audit, build, cuda, debs, envs, matrix, report
 from .envs import ROOT, log
 from .errors import PipelineError
 
@@ -69,19 +69,6 @@ def run_step(what: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess
     return proc
 
 
-def debian_mirror() -> str:
-    """The Debian mirror apt already uses here (read from its sources, never written in the project)."""
-    sources = [*Path("/etc/apt").glob("sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
-    for path in sources:
-        for line in path.read_text(errors="replace").splitlines():
-            words = line.split()
-            uris = words[1:] if words[:1] == ["URIs:"] else words[1:2] if words[:1] == ["deb"] else []
-            for uri in uris:
-                if uri.rstrip("/").endswith("/debian"):
-                    return uri
-    raise LaneError("cibuildwheel lane: no Debian mirror found in apt's sources")
-
-
 def recipe() -> str:
     """What the stand-in image is made of; the imported image carries it as its comment."""
     bundle = hashlib.sha256(CA_BUNDLE.read_bytes()).hexdigest()[:12]
@@ -92,7 +79,7 @@ def build_rootfs(tree: Path) -> None:
     """The stand-in image's tree: Debian minbase + build-essential, our CPythons, auditwheel."""
     log("debootstrapping the stand-in image (Debian bookworm minbase + build-essential) ...")
     run_step("debootstrap", ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(tree),
-                             debian_mirror()])
+                             debs.mirror()])
     for version in PYTHONS:
         add_python(tree, version)
     prefix = real_prefix("3.11")  # its python, so the scripts' shebangs exist in the image
@@ -269,6 +256,8 @@ def cibuildwheel_env(docker_env: dict[str, str], pin: str) -> dict[str, str]:
         "CIBW_CONTAINER_ENGINE": "docker; create_args: --network=host",
         "CIBW_CACHE_PATH": str(cibw_cache), "CIBW_DEPENDENCY_VERSIONS": str(dependency_versions()),
         "TORCH_SEGMENT_OPS_TORCH_PIN": pin, "TORCH_SEGMENT_OPS_TORCH_INDEX": f"file:///host{torch_index([pin])}",
+        # the CUDA 12 toolkit's .debs: fetched once into the host's cache (cibuildwheel mounts / at /host)
+        debs.MIRROR_VARIABLE: debs.mirror(), cuda.DEB_CACHE_VARIABLE: f"/host{cuda.cache() / '.debs'}",
     }
 
 

@@ -25,7 +25,8 @@ from .envs import ROOT, log, nvidia_tool
 from .errors import PipelineError
 
 # memcheck slows kernels down by 10-100x: the largest shapes and the compile test stay out
-SANITIZER_SELECTION = "not (huge or skewed or many or compile or gradcheck or wide_rows or crossing)"
+SANITIZER_SELECTION = ("not (huge or skewed or many or compile or gradcheck or wide_rows or crossing or device_stops "
+                       "or cuda_graph)")
 
 
 def tests_copy(folder: Path) -> Path:

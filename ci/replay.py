@@ -43,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from . import container, envs, guard, index, matrix, release
+from . import container, debs, envs, guard, index, matrix, release
 from .envs import ROOT, log
 from .errors import PipelineError
 
@@ -153,7 +153,7 @@ def run_workflow(replay: Replay, path: Path, inputs: dict, prefix: str = "") -> 
     workflow = load(path)
     for job_id in in_order(workflow["jobs"]):
         job = workflow["jobs"][job_id]
-        context = {"github": replay.github, "inputs": inputs,
+        context = {"github": replay.github, "inputs": inputs, "vars": repository_variables(),
                    "needs": {n: {"outputs": replay.outputs.get(prefix + n, {})} for n in needs(job)}}
         if "uses" in job:  # a reusable workflow: ./.github/workflows/x.yml
             called = {k: evaluate(v, context) for k, v in job.get("with", {}).items()}
@@ -169,6 +169,11 @@ def run_workflow(replay: Replay, path: Path, inputs: dict, prefix: str = "") -> 
         for n, cell in enumerate(cells):
             outputs = run_job(replay, workflow, prefix + job_id, job, dict(context, matrix=cell), n)
         replay.outputs[prefix + job_id] = outputs
+
+
+def repository_variables() -> dict:
+    """What the workflows read from the repository's settings (`vars.`), as this machine has them."""
+    return {"DEBIAN_MIRROR": debs.apt_mirror() or debs.debootstrap_mirror() or ""}
 
 
 def run_job(replay: Replay, workflow: dict, job_id: str, job: dict, context: dict, n: int) -> dict:

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <string>
 
@@ -90,7 +91,7 @@ void dispatch(const char* op, ScalarType t, const Body& body) {
 // ---- indptr ---------------------------------------------------------------
 
 // No anonymous namespaces in device code: nvcc names them with a per-process number, which would
-// make every build's library differ (builds are reproducible). A template instead: one copy kept.
+// make every build's library differ (builds are reproducible). Templates instead: one copy kept.
 template <typename Index>
 __global__ void first_invalid_kernel(const Index* p, int64_t n, unsigned long long* first_bad) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -99,11 +100,33 @@ __global__ void first_invalid_kernel(const Index* p, int64_t n, unsigned long lo
   if (bad) atomicMin(first_bad, static_cast<unsigned long long>(i));
 }
 
-inline int64_t to_host(const int64_t* device_value, cudaStream_t stream) {
-  int64_t value = 0;
-  TORCH_SEGMENT_OPS_CUDA_CHECK(cudaMemcpyAsync(&value, device_value, sizeof(value), cudaMemcpyDeviceToHost, stream));
-  TORCH_SEGMENT_OPS_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return value;
+// One thread: what the error message needs, in one place for one copy to the host:
+// [first invalid position (n: none), indptr there, indptr before it, indptr[-1]].
+template <typename Index>
+__global__ void report_kernel(const Index* p, int64_t n, int64_t* report) {
+  const unsigned long long first = reinterpret_cast<const unsigned long long*>(report)[0];
+  const int64_t i = first < static_cast<unsigned long long>(n) ? static_cast<int64_t>(first) : n;
+  report[0] = i;
+  report[1] = i < n ? p[i] : 0;
+  report[2] = i > 0 && i < n ? p[i - 1] : 0;
+  report[3] = p[n - 1];
+}
+
+// The check with nothing brought back to the host: a bad indptr prints what is wrong and fails a
+// device-side assert, as torch's kernels do (CUDA error "device-side assert triggered"; the CUDA context
+// is unusable afterwards). last < 0: any. Not assert(): NDEBUG must not turn the check off.
+template <typename Index>
+__global__ void trap_if_invalid_kernel(const Index* p, int64_t n, int64_t last) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const bool bad = i == 0 ? p[0] != 0 : p[i] < p[i - 1];  // with p[0] == 0: non-negative too
+  if (bad || (i == n - 1 && last >= 0 && p[i] != last)) {
+    printf("torch_segment_ops: invalid `indptr` at position %lld (value %lld), found on the GPU: indptr must "
+           "start at 0, not decrease and end at the number of rows (%lld); checked on the device because the "
+           "call may not synchronise (CUDA graph capture, or gather_csr with `size`)\n",
+           static_cast<long long>(i), static_cast<long long>(p[i]), static_cast<long long>(last));
+    __assert_fail("torch_segment_ops: invalid indptr", "cuda_common.cuh", __LINE__, "check_indptr");
+  }
 }
 
 inline std::string device_name(const Tensor& t) {
@@ -111,17 +134,26 @@ inline std::string device_name(const Tensor& t) {
   return t.is_cpu() ? "cpu" : "another device";
 }
 
+inline bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  TORCH_SEGMENT_OPS_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
 struct CheckedIndptr {
   Tensor ptr;    // contiguous int64, on src's device
   int64_t last;  // indptr[-1]: the number of rows the segments cover
 };
 
-// The CUDA twin of check_indptr (segment.h), with the same messages: the
-// values are checked by a kernel, and one synchronising copy brings back the
-// first invalid position (and indptr[-1]). That copy is the price of a clear
-// error instead of out-of-bounds reads; gather_csr needs indptr[-1] anyway.
+// The CUDA twin of check_indptr (segment.h), with the same messages. Checked by a kernel, and:
+// - by default ONE synchronising copy of 32 bytes brings back the first invalid position with the values
+//   the message names, and indptr[-1] (gather_csr needs it for the output's size): the price of a clear
+//   ValueError instead of out-of-bounds reads;
+// - when the caller knows the number of rows (`num_rows`) and may not synchronise (`device_only`: the
+//   stream is being captured into a CUDA graph, or gather_csr was given `size`), nothing is copied:
+//   trap_if_invalid_kernel stops the program on the device instead.
 inline CheckedIndptr check_indptr(const char* op, const Tensor& indptr, const Tensor& src,
-                                  std::optional<int64_t> num_rows, const Launch& launch) {
+                                  std::optional<int64_t> num_rows, const Launch& launch, bool device_only) {
   const auto t = indptr.scalar_type();
   STD_TORCH_CHECK(t == ScalarType::Long || t == ScalarType::Int, op,
                   "(): expected `indptr` to be int64 or int32, got ", torch::headeronly::toString(t));
@@ -134,21 +166,29 @@ inline CheckedIndptr check_indptr(const char* op, const Tensor& indptr, const Te
   const Tensor ptr = as_contiguous(t == ScalarType::Long ? indptr : torch::stable::to(indptr, ScalarType::Long));
   const int64_t* p = static_cast<const int64_t*>(ptr.const_data_ptr());
 
-  Tensor flag = torch::stable::new_empty(ptr, {1});
-  auto* first_bad = static_cast<unsigned long long*>(flag.mutable_data_ptr());
-  const unsigned long long none = static_cast<unsigned long long>(n);
-  TORCH_SEGMENT_OPS_CUDA_CHECK(cudaMemcpyAsync(first_bad, &none, sizeof(none), cudaMemcpyHostToDevice, launch.stream));
-  first_invalid_kernel<<<blocks_for(n), kBlock, 0, launch.stream>>>(p, n, first_bad);
+  if (device_only || capturing(launch.stream)) {
+    STD_TORCH_CHECK(num_rows.has_value(), op, "(): expected `size` (= indptr[-1]) under CUDA graph capture: "
+                    "the output's size cannot be read from `indptr` there (no synchronisation)");
+    trap_if_invalid_kernel<<<blocks_for(n), kBlock, 0, launch.stream>>>(p, n, *num_rows);
+    check_launch();
+    return {ptr, *num_rows};
+  }
+  Tensor report = torch::stable::new_empty(ptr, {4});
+  auto* r = static_cast<int64_t*>(report.mutable_data_ptr());
+  TORCH_SEGMENT_OPS_CUDA_CHECK(cudaMemsetAsync(r, 0xFF, sizeof(int64_t), launch.stream));  // "none found"
+  first_invalid_kernel<<<blocks_for(n), kBlock, 0, launch.stream>>>(p, n, reinterpret_cast<unsigned long long*>(r));
+  report_kernel<<<1, 1, 0, launch.stream>>>(p, n, r);
   check_launch();
-  const int64_t i = to_host(reinterpret_cast<const int64_t*>(first_bad), launch.stream);
+  int64_t host[4];
+  TORCH_SEGMENT_OPS_CUDA_CHECK(cudaMemcpyAsync(host, r, sizeof(host), cudaMemcpyDeviceToHost, launch.stream));
+  TORCH_SEGMENT_OPS_CUDA_CHECK(cudaStreamSynchronize(launch.stream));
+  const int64_t i = host[0], value = host[1], before = host[2], last = host[3];
   if (i < n) {
-    const int64_t value = to_host(p + i, launch.stream);
     STD_TORCH_CHECK(i > 0, op, "(): expected `indptr[0] == 0`, got ", value);
     STD_TORCH_CHECK(value >= 0, op, "(): expected `indptr` to be non-negative, got indptr[", i, "] = ", value);
-    STD_TORCH_CHECK(false, op, "(): expected `indptr` to be non-decreasing, got indptr[", i - 1, "] = ",
-                    to_host(p + i - 1, launch.stream), " > indptr[", i, "] = ", value);
+    STD_TORCH_CHECK(false, op, "(): expected `indptr` to be non-decreasing, got indptr[", i - 1, "] = ", before,
+                    " > indptr[", i, "] = ", value);
   }
-  const int64_t last = to_host(p + n - 1, launch.stream);
   STD_TORCH_CHECK(!num_rows || last == *num_rows, op, "(): expected `indptr[-1]` to equal the number of rows (",
                   num_rows.value_or(-1), "), got ", last);
   return {ptr, last};

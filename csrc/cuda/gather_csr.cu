@@ -15,7 +15,7 @@ struct CopyRow {
 Tensor gather_csr_cuda(const Tensor& src, const Tensor& indptr, std::optional<int64_t> size) {
   check_src("gather_csr", src, "src", Device::CUDA);
   const Launch launch(src);
-  const CheckedIndptr checked = check_indptr("gather_csr", indptr, src, size, launch);
+  const CheckedIndptr checked = check_indptr("gather_csr", indptr, src, size, launch, size.has_value());
   const int64_t N = checked.ptr.numel() - 1, E = checked.last, F = row_size(src);
   STD_TORCH_CHECK(src.size(0) == N, "gather_csr(): expected `src` to have one row per segment (", N,
                   " = indptr.numel() - 1), got ", src.size(0), " rows");

@@ -29,7 +29,7 @@ std::tuple<Tensor, Tensor> segment_reduce_cuda(const Tensor& src, const Tensor& 
   STD_TORCH_CHECK(sum_like || reduce == "min" || reduce == "max",
                   "segment_reduce(): expected `reduce` to be one of 'sum', 'mean', 'min', 'max', got '",
                   std::string(reduce), "'");
-  const CheckedIndptr checked = check_indptr("segment_reduce", indptr, src, src.size(0), launch);
+  const CheckedIndptr checked = check_indptr("segment_reduce", indptr, src, src.size(0), launch, false);
   const int64_t N = checked.ptr.numel() - 1, E = src.size(0), F = row_size(src);
   const Tensor x = as_contiguous(src);
   const auto sizes = with_rows(src, N);

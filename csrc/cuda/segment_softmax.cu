@@ -49,7 +49,7 @@ struct Normalise {
 Tensor segment_softmax_cuda(const Tensor& src, const Tensor& indptr) {
   check_src("segment_softmax", src, "src", Device::CUDA);
   const Launch launch(src);
-  const CheckedIndptr checked = check_indptr("segment_softmax", indptr, src, src.size(0), launch);
+  const CheckedIndptr checked = check_indptr("segment_softmax", indptr, src, src.size(0), launch, false);
   const int64_t N = checked.ptr.numel() - 1, E = src.size(0), F = row_size(src);
   const Tensor x = as_contiguous(src);
   Tensor out = torch::stable::new_empty(x, with_rows(x, E));

@@ -1,5 +1,6 @@
-"""The CUDA build inside the real linux x86_64 wheel (`python -m ci local`, built with the registry's
-nvcc 13.0): its records, and the audit gates on it and on tampered copies of it. No GPU here: the
+"""The CUDA builds inside the real linux x86_64 wheel (`python -m ci local`; cu12 built with Debian's
+nvcc 12.4, cu13 with the registry's nvcc 13.0): their records, and the audit gates on it and on
+tampered copies of it. No GPU here: the
 kernels are compiled and loaded under torch's CUDA builds (test_pipeline_e2e, the matrix lane), and
 run only by the GPU check (`python -m ci gpu-check`, tests/gpu). Slow; run by .ci/run."""
 
@@ -9,10 +10,11 @@ import zipfile
 import pytest
 from wheel.wheelfile import WheelFile
 
-from ci import audit, matrix
+from ci import audit, cuda, matrix
 from ci.wheels import WheelInfo
 
 pytestmark = pytest.mark.slow
+MAJORS = matrix.platform("linux-x86_64").cuda
 CU = "torch_segment_ops/_builds/cu13"
 
 
@@ -37,27 +39,37 @@ def rewrite(wheel, out, change):
 
 def test_the_wheel_holds_the_cpu_build_and_one_cuda_build_per_declared_major(wheelhouse):
     info = WheelInfo.read(final(wheelhouse))
-    spec = matrix.cuda("13")
-    assert set(info.records) == {"stable", "cu13"} and matrix.platform("linux-x86_64").cuda == ("13",)
-    record = info.records["cu13"]
-    assert record["cuda"] == "13.0" and record["cuda_torch"] == spec.torch and record["floor"] == matrix.torch_floor()
-    assert record["archs"] == list(spec.elf_archs) and record["ptx"] == "compute_" + spec.ptx.replace(".", "")
+    assert set(info.records) == {"stable", *(f"cu{major}" for major in MAJORS)} and MAJORS == ("12", "13")
+    for major in MAJORS:
+        spec, record = matrix.cuda(major), info.records[f"cu{major}"]
+        assert record["cuda"] == cuda.toolkit_version(major) and record["cuda_torch"] == spec.torch
+        assert record["floor"] == matrix.torch_floor() and record["archs"] == list(spec.elf_archs)
+        assert record["ptx"] == "compute_" + spec.ptx.replace(".", "")
     assert audit.check_cuda(info) == [] and audit.check_libraries(info) == [] and audit.check_stable_abi(info) == []
     budget = matrix.declaration().package.max_cuda_wheel_kib
     assert info.size < budget * 1024 and audit.check_size(info) == []
 
 
-def test_the_fatbin_holds_the_declared_architectures(wheelhouse):
-    library = WheelInfo.read(final(wheelhouse)).files[f"{CU}/_C.so"]
-    spec = matrix.cuda("13")
+@pytest.mark.parametrize("major", MAJORS)
+def test_the_fatbin_holds_the_declared_architectures(wheelhouse, major):
+    library = WheelInfo.read(final(wheelhouse)).files[f"torch_segment_ops/_builds/cu{major}/_C.so"]
+    spec = matrix.cuda(major)
     assert audit.fatbin_listing(library, "elf") == list(spec.elf_archs)
     assert audit.fatbin_listing(library, "ptx") == ["sm_" + spec.ptx.replace(".", "")]
 
 
-def test_the_cuda_build_links_only_the_cuda_runtime_of_its_major(wheelhouse):
-    elf = audit.elf_files(WheelInfo.read(final(wheelhouse)))[f"{CU}/_C.so"]
-    cuda = [lib for lib in audit.needed(elf) if audit.is_cuda_library(lib)]
-    assert cuda == ["libcudart.so.13"]
+@pytest.mark.parametrize("major", MAJORS)
+def test_the_cuda_build_links_only_the_cuda_runtime_of_its_major(wheelhouse, major):
+    elf = audit.elf_files(WheelInfo.read(final(wheelhouse)))[f"torch_segment_ops/_builds/cu{major}/_C.so"]
+    assert [lib for lib in audit.needed(elf) if audit.is_cuda_library(lib)] == [f"libcudart.so.{major}"]
+
+
+def test_a_build_of_one_major_cannot_pose_as_the_other(wheelhouse, tmp_path):
+    cu12 = WheelInfo.read(final(wheelhouse)).files["torch_segment_ops/_builds/cu12/_C.so"]
+    swapped = rewrite(final(wheelhouse), tmp_path, {f"{CU}/_C.so": cu12})
+    problems = audit.check_cuda(swapped) + audit.check_libraries(swapped)
+    assert f"{CU}/_C.so needs libcudart.so.12: a CUDA 13 build may link only libcudart.so.13" in problems
+    assert any(p.startswith("cu13: machine code for ['sm_50'") for p in problems)
 
 
 def test_audit_refuses_a_fatbin_without_the_declared_architectures(wheelhouse, tmp_path):

@@ -74,7 +74,7 @@ def changed(*path, value=None, delete=False):
     (("package", "abi_mode"), "stable", "package.abi_mode: unknown key"),
     (("package", "max_wheel_kib"), "1 MiB", "package.max_wheel_kib: expected an integer, got '1 MiB'"),
     (("platforms", "linux-x86_64", "archs"), "x86_64", "platforms.linux-x86_64.archs: unknown key"),
-    (("platforms", "linux-x86_64", "cuda"), ["12"], 'platforms.linux-x86_64.cuda: CUDA 12 has no \\[cuda."12"\\]'),
+    (("platforms", "linux-x86_64", "cuda"), ["14"], 'platforms.linux-x86_64.cuda: CUDA 14 has no \\[cuda."14"\\]'),
     (("torch", "2.13", "python"), "3.10", 'torch."2.13".python: expected \\[oldest, newest\\] CPython'),
     (("cuda", "13", "archs"), "7.5", 'cuda."13".archs: expected a list of strings'),
     (("scopes", "pr"), "latest", "scopes.pr: must be one of 'newest', 'all', got 'latest'"),

@@ -280,3 +280,112 @@ def test_tensors_on_another_device_than_the_current_one():
     out = ts.segment_reduce(src.to(f"cuda:{other}"), indptr.to(f"cuda:{other}"), "max")
     assert out.device == torch.device(f"cuda:{other}") and torch.cuda.current_device() == before
     assert torch.equal(out.cpu(), ts.segment_reduce(src, indptr, "max"))
+
+
+# ---- no host synchronisation where none is needed; CUDA graphs ------------------------------------
+
+def busy_stream():
+    """The current stream held back by ~0.1 s of spinning: a call that returns while the stream is still
+    busy did not wait for it (no synchronisation)."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)
+    return torch.cuda.current_stream()
+
+
+def test_gather_csr_with_size_never_synchronises():
+    src, indptr = torch.randn(1000, 16, device="cuda"), lengths_indptr([3] * 1000, "cuda")
+    stream = busy_stream()
+    out = ts.gather_csr(src, indptr, 3000)
+    assert not stream.query(), "gather_csr(size=...) waited for the stream"
+    assert torch.equal(out, ts.gather_csr(src, indptr))
+
+
+def test_the_backward_passes_synchronise_once_per_checked_indptr_at_most():
+    """segment_reduce's and segment_softmax's backward only gather with a known size: no wait."""
+    src = torch.randn(3000, 16, device="cuda", requires_grad=True)
+    indptr = lengths_indptr([3] * 1000, "cuda")
+    out = ts.segment_reduce(src, indptr, "mean")
+    grad = torch.randn_like(out)
+    stream = busy_stream()
+    (gradient,) = torch.autograd.grad(out, src, grad)
+    assert not stream.query(), "the backward of segment_reduce(mean) waited for the stream"
+    torch.testing.assert_close(gradient, ts.gather_csr(grad, indptr, 3000) / 3)
+
+
+def capture(fn, *args):
+    """fn(*args) captured into a CUDA graph (after a warm-up on a side stream, as torch's docs say)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn(*args)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(*args)
+    return graph, out
+
+
+@pytest.mark.parametrize("op", [
+    pytest.param(lambda x, i: ts.segment_reduce(x, i, "sum"), id="sum"),
+    pytest.param(lambda x, i: ts.segment_reduce(x, i, "max"), id="max"),
+    pytest.param(lambda x, i: ts.segment_softmax(x, i), id="softmax"),
+    pytest.param(lambda x, i: ts.gather_csr(x[: i.numel() - 1], i, x.shape[0]), id="gather"),
+])
+def test_the_ops_are_captured_in_a_cuda_graph_and_replayed_on_new_data(op):
+    src, indptr = torch.randn(30_000, 16, device="cuda"), lengths_indptr([0, 7, 1, 29_990, 2], "cuda")
+    graph, out = capture(op, src, indptr)
+    for seed in range(3):  # new values written into the captured inputs, then replayed
+        src.copy_(torch.randn(30_000, 16, generator=torch.Generator().manual_seed(seed)).cuda())
+        indptr.copy_(lengths_indptr([seed, 7, 1, 29_990 - 2 * seed, 2 + seed], "cuda"))
+        graph.replay()
+        torch.testing.assert_close(out, op(src, indptr))
+
+
+def test_gather_csr_without_size_under_capture_is_a_clear_error():
+    src, indptr = torch.randn(3, 4, device="cuda"), lengths_indptr([1, 2, 3], "cuda")
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(ValueError, match=r"gather_csr\(\): expected `size` \(= indptr\[-1\]\) under CUDA graph"):
+        with torch.cuda.graph(graph):
+            ts.gather_csr(src, indptr)
+
+
+def test_compile_reduce_overhead_uses_cuda_graphs():
+    src, indptr = torch.randn(10_000, 16, device="cuda"), lengths_indptr([10] * 1000, "cuda")
+    fn = torch.compile(lambda x, i: ts.segment_softmax(ts.gather_csr(ts.segment_reduce(x, i, "sum"), i, 10_000), i),
+                       mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):  # the first calls record; later ones replay the graph
+        out = fn(src, indptr)
+    torch.testing.assert_close(out, ts.segment_softmax(ts.gather_csr(ts.segment_reduce(src, indptr, "sum"),
+                                                                     indptr, 10_000), indptr))
+
+
+DEVICE_CHECK = """
+import sys, torch, torch_segment_ops as ts
+src = torch.ones(6, device="cuda")
+indptr = torch.tensor({values}, device="cuda")
+try:
+    {call}
+    torch.cuda.synchronize()
+except Exception as error:
+    print(type(error).__name__, error)
+    sys.exit(3)
+"""
+
+
+CAPTURED = "g = torch.cuda.CUDAGraph()\n    with torch.cuda.graph(g): ts.segment_reduce(src, indptr)\n    g.replay()"
+
+
+@pytest.mark.parametrize("call", ["ts.gather_csr(src[:2], indptr, 6)", CAPTURED], ids=["gather_size", "captured"])
+@pytest.mark.parametrize("values", [[0, 4, 2], [1, 2, 6], [0, 2, 5]])
+def test_a_bad_indptr_checked_on_the_device_stops_with_a_message(call, values):
+    """Where the call may not synchronise, a bad indptr fails a device-side assert (the CUDA context is
+    lost, so in a child process): a CUDA error, and the message the kernel printed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", DEVICE_CHECK.format(values=values, call=call)],
+                          capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 3 and "device-side assert triggered" in output, output
+    assert "torch_segment_ops: invalid `indptr` at position" in output, output
