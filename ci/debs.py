@@ -33,7 +33,7 @@ def mirror() -> str:
     found = apt_mirror() or debootstrap_mirror()
     if not found:
         raise PipelineError(f"no Debian mirror: apt's sources name none and debootstrap is not installed; set "
-                            f"{MIRROR_VARIABLE} to one")
+                            f"{MIRROR_VARIABLE} to one (the workflows pass the repository variable DEBIAN_MIRROR)")
     return found.rstrip("/")
 
 

@@ -5,6 +5,7 @@ workflow's artifacts, optionally with SHA256SUMS and release notes)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,10 +24,23 @@ def package_version() -> str:
 REPLAY_GPU_RUNNER = "REPLAY_GPU_RUNNER"  # set by the workflow replay only: its stand-in runner label
 
 
+def gpu_cells() -> list[dict[str, str]]:
+    """One GPU check per CUDA build of the linux x86_64 wheel: with the newest declared torch whose
+    default (PyPI) build uses that CUDA major, so each build's kernels run under a torch that loads it."""
+    cells = []
+    for major in matrix.platform("linux-x86_64").cuda:
+        users = [t for t in matrix.torches() if t.cuda.split(".")[0] == major]
+        if not users:
+            raise PipelineError(f"release: no declared torch uses CUDA {major} ({matrix.SOURCE}: torch.*.cuda), so "
+                                f"the cu{major} build cannot be checked on a GPU")
+        cells.append({"cuda": major, "torch": users[-1].pin})
+    return cells
+
+
 def gpu_runner() -> dict[str, str]:
-    """The GPU gate's job outputs: `label`, the declared GPU runner, `torch`, the pin of the newest
-    declared torch it checks with, and `artifact`, the final linux x86_64 wheel's artifact; with no
-    runner declared, the release stops here."""
+    """The GPU gate's job outputs: `label`, the declared GPU runner, `cells`, the GPU check's matrix
+    (a torch per CUDA build, gpu_cells()), and `artifact`, the final linux x86_64 wheel's artifact;
+    with no runner declared, the release stops here."""
     label = os.environ.get(REPLAY_GPU_RUNNER) or matrix.declaration().release.gpu_runner
     if not label:
         raise PipelineError(f"release: no GPU runner is declared ({matrix.SOURCE}: release.gpu_runner). The Linux "
@@ -34,7 +48,8 @@ def gpu_runner() -> dict[str, str]:
                             "published: set release.gpu_runner to the label of a GitHub runner with an NVIDIA GPU. "
                             "Nothing was published.")
     wheel_platform = matrix.platform("linux-x86_64").wheel_platform
-    return {"label": label, "torch": matrix.torches()[-1].pin, "artifact": names.artifact(wheel_platform)}
+    return {"label": label, "cells": json.dumps({"include": gpu_cells()}, separators=(",", ":")),
+            "artifact": names.artifact(wheel_platform)}
 
 
 def check_tag(tag: str, on_branch: str | None = None, repo: Path = ROOT) -> None:

@@ -2,6 +2,7 @@
 the release's GPU gate stops a release when no GPU runner is declared."""
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,5 +67,8 @@ def test_with_no_gpu_runner_declared_the_release_stops_naming_the_key(monkeypatc
     assert proc.returncode == 1 and proc.stderr.startswith("release: no GPU runner is declared")
     declared = dataclasses.replace(matrix.declaration(), release=matrix.Release(gpu_runner="gpu-h100"))
     monkeypatch.setattr(matrix, "declaration", lambda: declared)
-    assert gpu_runner() == {"label": "gpu-h100", "torch": matrix.torches()[-1].pin,
-                            "artifact": "wheels-manylinux_2_28_x86_64"}
+    outputs = gpu_runner()
+    assert outputs["label"] == "gpu-h100" and outputs["artifact"] == "wheels-manylinux_2_28_x86_64"
+    # a cell per CUDA build, each with the newest torch whose PyPI build loads it: every build's kernels run
+    assert json.loads(outputs["cells"]) == {"include": [{"cuda": "12", "torch": matrix.torch("2.10").pin},
+                                                        {"cuda": "13", "torch": matrix.torches()[-1].pin}]}

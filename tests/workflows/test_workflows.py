@@ -116,9 +116,10 @@ def test_publishing_waits_for_the_gpu_check_on_the_declared_gpu_runner():
     release = WORKFLOWS["release.yml"]["jobs"]
     gate, check = release["gpu-runner"], release["gpu-check"]
     assert [s["run"] for s in gate["steps"] if "run" in s] == ['python -m ci gpu-runner >> "$GITHUB_OUTPUT"']
-    assert set(gate["outputs"]) == {"label", "torch", "artifact"}
+    assert set(gate["outputs"]) == {"label", "cells", "artifact"}
     assert check["needs"] == ["wheels", "gpu-runner"] and check["runs-on"] == "${{ needs.gpu-runner.outputs.label }}"
-    assert check["env"]["TORCH_SEGMENT_OPS_TORCH_PIN"] == "${{ needs.gpu-runner.outputs.torch }}"
+    assert check["strategy"]["matrix"] == "${{ fromJSON(needs.gpu-runner.outputs.cells) }}"
+    assert check["env"]["TORCH_SEGMENT_OPS_TORCH_PIN"] == "${{ matrix.torch }}"
     download = [s for s in check["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
     assert download[0]["with"]["name"] == "${{ needs.gpu-runner.outputs.artifact }}"
     assert [s["run"] for s in check["steps"] if "run" in s] == [
