@@ -28,15 +28,12 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.bdist_wheel import bdist_wheel
 
-try:
-    import tomllib
-except ImportError:  # CPython 3.10
-    import tomli as tomllib
-
 ROOT = Path(__file__).parent.resolve()
+sys.path.insert(0, str(ROOT))
+from ci import matrix  # noqa: E402  the one reader of ci/matrix.toml (standard library; in the sdist)
+
 VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
-DECLARATION = tomllib.loads((ROOT / "ci" / "matrix.toml").read_text())
-FLOOR = DECLARATION["package"]["torch_floor"]
+FLOOR = matrix.torch_floor()
 # The sdist is source only (no torch needed); the build backend
 # (_build_backend/backend.py) says so. Everything else compiles against torch.
 SOURCE_ONLY = os.environ.get("TORCH_SEGMENT_OPS_BUILDING") == "sdist"
@@ -90,10 +87,11 @@ def cuda_toolkits() -> dict[str, Path]:
         return {}
     found = {p.name: p.resolve() for p in sorted(Path(folder).iterdir())
              if not p.name.startswith(".") and (p / "bin" / "nvcc").is_file()}  # .name: install-cuda's own
-    undeclared = set(found) - set(DECLARATION.get("cuda", {}))
+    declared = [c.major for c in matrix.cuda_builds()]
+    undeclared = set(found) - set(declared)
     if not found or undeclared:
         sys.exit(f"TORCH_SEGMENT_OPS_CUDA_DIR={folder}: expected toolkits <major>/bin/nvcc for the CUDA majors "
-                 f"declared in ci/matrix.toml ({', '.join(DECLARATION.get('cuda', {})) or 'none'}), found "
+                 f"declared in ci/matrix.toml ({', '.join(declared) or 'none'}), found "
                  f"{', '.join(found) or 'none'} (`python -m ci install-cuda {folder}` installs them)")
     return found
 
@@ -121,12 +119,12 @@ def staged_sources() -> Path:
 
 def gencode_args(major: str) -> list[str]:
     """Machine code for each declared architecture, and PTX of the newest so newer GPUs can JIT it."""
-    spec = DECLARATION["cuda"][major]
+    spec = matrix.cuda(major)
     args = []
-    for arch in spec["archs"]:
+    for arch in spec.archs:
         sm = arch.replace(".", "")
         args += ["-gencode", f"arch=compute_{sm},code=sm_{sm}"]
-    ptx = spec["ptx"].replace(".", "")
+    ptx = spec.ptx.replace(".", "")
     return args + ["-gencode", f"arch=compute_{ptx},code=compute_{ptx}"]
 
 
@@ -218,10 +216,9 @@ class BuildWithRecord(BuildExtension if torch else object):
             record = {"abi": "stable", "floor": FLOOR, "torch": torch.__version__}
             if hasattr(ext, "cuda"):
                 major, toolkit = ext.cuda
-                spec = DECLARATION["cuda"][major]
-                record.update(cuda=nvcc_version(toolkit), cuda_torch=spec["torch"],
-                              archs=[f"sm_{a.replace('.', '')}" for a in spec["archs"]],
-                              ptx=f"compute_{spec['ptx'].replace('.', '')}")
+                spec = matrix.cuda(major)
+                record.update(cuda=nvcc_version(toolkit), cuda_torch=spec.torch, archs=list(spec.elf_archs),
+                              ptx=f"compute_{spec.ptx.replace('.', '')}")
             path = Path(self.get_ext_fullpath(ext.name)).parent / "build.json"
             path.write_text(json.dumps(record, indent=2) + "\n")
 

@@ -15,11 +15,12 @@ import argparse
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 from . import envs
 from .envs import ROOT, log
-from .errors import PipelineError
+from .errors import EXIT_CODES, CheckFailed, PipelineError
 
 # Verbs that run inside the dev env, which they create on first use. Set
 # TORCH_SEGMENT_OPS_USE_CURRENT_ENV=1 to run them in the calling Python instead
@@ -90,7 +91,7 @@ def cmd_report(args) -> int:
     """Every release cell with how it was verified here, from the lanes' records under DIR (writes report.md/.json)."""
     from . import report
 
-    print(report.report(Path(args.dir)))
+    print(report.report(Path(args.dir), Path(args.doc) if args.doc else None))
     return 0
 
 
@@ -267,7 +268,7 @@ def cmd_audit(args) -> int:
         for problem in problems:
             print(f"     - {problem}")
         failed += bool(problems)
-    return 1 if failed else 0
+    return CheckFailed.return_code if failed else 0
 
 
 def cmd_merge(args) -> int:
@@ -280,16 +281,20 @@ def cmd_merge(args) -> int:
 
 def cmd_smoke(args) -> int:
     """Install a wheel into a clean env over a cached torch and run the smoke check from outside the tree."""
-    from . import smoke
+    from . import matrix, smoke
 
-    result = smoke.smoke(Path(args.wheel), args.python, args.torch, op_tests=args.op_tests,
+    python = args.python or matrix.declaration().local.python
+    result = smoke.smoke(Path(args.wheel), python, args.torch, op_tests=args.op_tests,
                          check=Path(args.check) if args.check else smoke.CHECK)
     print(result.output)
     return 0 if result.ok else 1
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ci", description=__doc__.splitlines()[0])
+    codes = ", ".join(f"{code}: {what}" for code, what in EXIT_CODES.items())
+    p = argparse.ArgumentParser(prog="python -m ci", description=__doc__.splitlines()[0],
+                                epilog=f"exit codes: {codes}")
+    p.add_argument("--debug", action="store_true", help="print the traceback of a pipeline error too")
     verbs = p.add_subparsers(dest="verb", required=True)
 
     def verb(name, func):
@@ -314,7 +319,9 @@ def parser() -> argparse.ArgumentParser:
                             "ci/matrix.toml [local] (torch builds not on disk come from the registry: GBs)")
     local.add_argument("--cibuildwheel", action="store_true",
                        help="the real cibuildwheel Linux build in a local container (root; stand-in image)")
-    verb("report", cmd_report).add_argument("dir", nargs="?", default=str(ROOT / "wheelhouse"))
+    rpt = verb("report", cmd_report)
+    rpt.add_argument("dir", nargs="?", default=str(ROOT / "wheelhouse"))
+    rpt.add_argument("--doc", help="also write the documentation page, e.g. docs/verification.md")
     rep_ = verb("replay", cmd_replay)
     rep_.add_argument("workflow", nargs="?", default="release.yml", help="a file in .github/workflows")
     rep_.add_argument("--out", default=str(ROOT / "wheelhouse" / "replay"))
@@ -381,7 +388,7 @@ def parser() -> argparse.ArgumentParser:
     mrg.add_argument("-w", required=True, help="destination folder")
     smk = verb("smoke", cmd_smoke)
     smk.add_argument("wheel")
-    smk.add_argument("--python", default="3.11")
+    smk.add_argument("--python", help="CPython of the env (default: ci/matrix.toml [local] python)")
     smk.add_argument("--torch", required=True, help="exact torch version, e.g. 2.13.0")
     smk.add_argument("--check", help="the project's smoke script (default: ci/smoke_check.py)")
     smk.add_argument("--op-tests", action="store_true", help="also run tests/ops against the installed wheel")
@@ -401,5 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.run([str(dev.python), "-m", "ci", *argv], cwd=ROOT, env=environ).returncode
         return args.func(args)
     except PipelineError as error:  # the one place a pipeline error becomes a message and an exit code
+        if args.debug:
+            traceback.print_exception(error)
         print(error, file=sys.stderr)
-        return 1
+        return error.return_code

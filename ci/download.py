@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import names
-from .errors import PipelineError
+from .errors import NetworkError
 from .pick import (
     PROJECT,
     Candidate,
@@ -47,7 +47,7 @@ from .pick import (
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 
 
-class DownloadError(PipelineError):
+class DownloadError(NetworkError):
     """A clean, one-message failure (non-zero exit); status: the HTTP status, if one came."""
 
     status: int | None = None

@@ -173,10 +173,14 @@ def requirements_text(path: Path) -> str:
     return "\n".join(lines)
 
 
-def dev_env(python_version: str = "3.11", torch_version: str = "2.13.0") -> Env:
-    """The tools env: build deps, test tools and pipeline tools over a torch base.
-    (The defaults are ci/matrix.toml's [local] python and first torch; a test checks it.
-    Not read from there: this module must import on CPython 3.10, which has no tomllib.)"""
+def dev_env(python_version: str | None = None, torch_version: str | None = None) -> Env:
+    """The tools env: build deps, test tools and pipeline tools over a torch base (default:
+    ci/matrix.toml's [local] python and first torch)."""
+    from . import matrix  # here, not at the top: this module imports on CPython 3.10 without tomllib
+
+    local = matrix.declaration().local
+    python_version = python_version or local.python
+    torch_version = torch_version or matrix.torch(local.torch[0]).pin
     return overlay_env(base_env(python_version, torch_version), "dev", [ROOT / "ci" / "requirements-dev.txt"])
 
 

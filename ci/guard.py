@@ -30,14 +30,14 @@ from packaging.utils import (
 from . import names
 from .download import DownloadError, fetch, index_files, wheel_metadata
 from .envs import ROOT
-from .errors import PipelineError
+from .errors import CheckFailed
 from .release import package_version
 
 METADATA_LIMIT = 1 << 20  # a METADATA / PKG-INFO file
 ARCHIVE_LIMIT = 512 << 20  # a wheel or sdist read only when the index offers no PEP 658 metadata
 
 
-class GuardError(PipelineError):
+class GuardError(CheckFailed):
     """The release must not go on; the message says why."""
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import audit, build, matrix, merge, repair, report, smoke
 from .envs import ROOT
-from .errors import PipelineError
+from .errors import CheckFailed
 from .wheels import WheelInfo
 
 
@@ -36,11 +36,11 @@ class Progress:
     def step(self, cell: str, action):
         """Run action() -> (wheel path or None, result text); record and print a row."""
         print(f"[{len(self.rows) + 1}/{self.total}] {cell} ...", flush=True)
-        start = time.perf_counter()
+        start, failure = time.perf_counter(), None
         try:
             wheel, result = action()
-        except Exception as error:  # recorded, then the run stops
-            wheel, result = None, f"FAILED: {error}"
+        except Exception as error:  # recorded, then the run stops (chained: --debug shows where)
+            wheel, result, failure = None, f"FAILED: {error}", error
         row = Row(cell, result=result, seconds=time.perf_counter() - start)
         if wheel:
             info = WheelInfo.read(wheel)
@@ -48,7 +48,7 @@ class Progress:
         self.rows.append(row)
         print(f"      {row.result} ({row.seconds:.1f} s)", flush=True)
         if result.startswith("FAILED"):
-            raise PipelineError(self.table())
+            raise CheckFailed(self.table()) from failure
         return wheel
 
     def table(self) -> str:
@@ -63,14 +63,14 @@ class Progress:
 def audited(wheel: Path) -> tuple[Path, str]:
     problems = audit.audit(wheel)
     if problems:
-        raise PipelineError("audit failed:\n" + "\n".join(problems))
+        raise CheckFailed("audit failed:\n" + "\n".join(problems))
     return wheel, "passed"
 
 
 def smoked(wheel: Path, python: str, pin: str, op_tests: bool = False) -> tuple[None, str]:
     result = smoke.smoke(wheel, python, pin, op_tests)
     if not result.ok:
-        raise PipelineError(result.output)
+        raise CheckFailed(result.output)
     return None, result.output.splitlines()[0]
 
 
@@ -123,7 +123,7 @@ def run_aarch64(out: Path, minors: list[str]) -> str:
     def emulated_smoke(wheel: Path, t: matrix.Torch):
         ok, output = aarch64.smoke(wheel, t.minor)
         if not ok:
-            raise PipelineError(output)
+            raise CheckFailed(output)
         return None, output.splitlines()[0] + " | " + output.splitlines()[1]
 
     return pipeline(

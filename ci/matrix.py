@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from . import names
-from .errors import PipelineError
+from .errors import ConfigurationError, PipelineError
 
 try:
     import tomllib
@@ -121,7 +121,7 @@ def declaration() -> Declaration:
 
 
 def invalid(where: str, message: str) -> PipelineError:
-    return PipelineError(f"{SOURCE}: {where}: {message}")
+    return ConfigurationError(f"{SOURCE}: {where}: {message}")
 
 
 def make(cls, table, where: str, **given):
@@ -232,7 +232,7 @@ def platform(name: str) -> Platform:
     for plat in platforms():
         if name in (plat.name, plat.wheel_platform):
             return plat
-    raise PipelineError(f"unknown platform {name!r}; known: {', '.join(p.name for p in platforms())}")
+    raise ConfigurationError(f"unknown platform {name!r}; known: {', '.join(p.name for p in platforms())}")
 
 
 def platform_of_tag(tag_platform: str) -> Platform | None:
@@ -249,7 +249,7 @@ def torch(minor: str) -> Torch:
     for candidate in torches():
         if candidate.minor == minor or candidate.pin == minor:
             return candidate
-    raise PipelineError(f"torch {minor} is not in {SOURCE}; supported: {', '.join(t.minor for t in torches())}")
+    raise ConfigurationError(f"torch {minor} is not in {SOURCE}; supported: {', '.join(t.minor for t in torches())}")
 
 
 def cuda_builds() -> list[Cuda]:
@@ -260,7 +260,7 @@ def cuda(major: str) -> Cuda:
     for build in cuda_builds():
         if build.major == major:
             return build
-    raise PipelineError(f"CUDA {major} is not declared in {SOURCE}; declared: "
+    raise ConfigurationError(f"CUDA {major} is not declared in {SOURCE}; declared: "
                         f"{', '.join(c.major for c in cuda_builds()) or 'none'}")
 
 
@@ -286,7 +286,7 @@ def scope_torches(scope: str) -> list[Torch]:
     """The torch minors a scope verifies (and, in per-torch mode, builds)."""
     scopes = declaration().scopes
     if scope not in scopes:
-        raise PipelineError(f"unknown scope {scope!r}; {SOURCE} declares {', '.join(scopes)}")
+        raise ConfigurationError(f"unknown scope {scope!r}; {SOURCE} declares {', '.join(scopes)}")
     all_torches = torches()
     return all_torches[-1:] if scopes[scope] == "newest" else all_torches
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import matrix, names
 from .envs import ROOT
-from .errors import PipelineError
+from .errors import NothingToDo, PipelineError
 
 
 def package_version() -> str:
@@ -72,7 +72,7 @@ def collect(artifacts: Path, out: Path, sums: bool = False) -> list[Path]:
     files = [p for p in sorted(artifacts.rglob("*.whl")) if not names.is_per_torch_intermediate(p.name)]
     files += sorted(artifacts.rglob("*.tar.gz"))
     if not any(p.suffix == ".whl" for p in files):
-        raise PipelineError(f"collect: no final wheels under {artifacts}")
+        raise NothingToDo(f"collect: no final wheels under {artifacts}")
     out.mkdir(parents=True, exist_ok=True)
     copied = []
     for path in files:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import envs
 from .envs import log
-from .errors import PipelineError
+from .errors import NothingToDo
 
 CHECK = Path(__file__).with_name("smoke_check.py")
 
@@ -116,7 +116,7 @@ def verify_here(wheel_dir: Path) -> Result:
 
     wheels = sorted(wheel_dir.glob("*.whl"))
     if len(wheels) != 1:
-        raise PipelineError(f"verify: expected one wheel in {wheel_dir}, found {[w.name for w in wheels]}")
+        raise NothingToDo(f"verify: expected one wheel in {wheel_dir}, found {[w.name for w in wheels]}")
     envs.install_torch_here()
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", str(wheels[0])], check=True)
     return run_check(envs.Env(Path(sys.prefix)), python=sys.executable)

@@ -121,7 +121,7 @@ def test_network_error_is_a_clean_failure(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, "-m", "ci", "download", "--release", "v0.1.0", "--repo", "o/r",
                            "--platform", "linux-x86_64", "--python", "3.12", "-o", str(tmp_path)],
                           cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
-    assert proc.returncode == 1
+    assert proc.returncode == 5
     assert proc.stderr.strip().startswith("download: could not reach http://127.0.0.1:9/repos/o/r/releases")
     assert "Traceback" not in proc.stderr
 

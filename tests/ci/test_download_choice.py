@@ -164,7 +164,7 @@ def test_names_from_the_server_are_printed_escaped(index, tmp_path):
         {"filename": forged, "url": "x.whl", "hashes": {"sha256": "0" * 64}}]}).encode(),
         "application/vnd.pypi.simple.v1+json")
     proc = run_cli("--index", index.url, "--platform", "linux-x86_64", "--python", "3.12", "-o", str(tmp_path / "o"))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 5 and "Traceback" not in proc.stderr
     assert "\x1b" not in proc.stderr and "\u202e" not in proc.stderr
     assert not any(line.lstrip().startswith("sha256") for line in proc.stderr.splitlines())
     assert "\\n  sha256" in proc.stderr and "\\x1b[2J\\u202e" in proc.stderr
@@ -180,6 +180,6 @@ def test_an_output_path_in_the_way_is_one_line(index, tmp_path, where):
         (out / f"torch_segment_ops-0.1.0-{TAG}.whl").mkdir(parents=True)
     proc = run_cli("--index", index.serve(), "--platform", "linux-x86_64", "--python", "3.12", "--torch", "2.13.0",
                    "-o", str(out))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 5 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("download: cannot write ") and len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("o/.download-*"))

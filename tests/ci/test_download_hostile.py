@@ -208,7 +208,7 @@ def test_malformed_answers_are_one_line_not_a_traceback(servers, tmp_path, answe
     proc = subprocess.run([sys.executable, "-m", "ci", "download", "--release", "v1", "--repo", "o/r",
                            "--platform", "linux-x86_64", "--python", "3.12", "--torch", "2.13.0", "-o", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 5 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("download: ")
     assert list(tmp_path.iterdir()) == []
 

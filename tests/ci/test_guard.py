@@ -140,7 +140,7 @@ def test_the_cli_prints_one_line_and_sets_the_exit_code(serve):
     assert ok.returncode == 0 and f"{package_version()} will be its first release" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "ci", "release-guard", "--index-url", taken], capture_output=True,
                          text=True, cwd=guard.ROOT, env=env)
-    assert bad.returncode == 1 and bad.stderr.startswith("release-guard: ") and "Traceback" not in bad.stderr
+    assert bad.returncode == 4 and bad.stderr.startswith("release-guard: ") and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
 

@@ -128,16 +128,15 @@ def test_requires_torch_range():
     assert matrix.requires_torch(["2.12", "2.13", "2.14", "2.15"]) == "torch>=2.12,<2.16"
 
 
-def test_local_torches_are_declared_and_the_dev_env_uses_them():
-    import inspect
-
+def test_local_torches_are_declared_and_the_dev_env_uses_them(monkeypatch):
     from ci import envs
 
     local = matrix.declaration().local
     assert all(matrix.torch(m) for m in local.torch + local.aarch64_torch)
-    defaults = inspect.signature(envs.dev_env).parameters
-    assert defaults["python_version"].default == local.python
-    assert defaults["torch_version"].default == matrix.torch(local.torch[0]).pin
+    calls = []
+    monkeypatch.setattr(envs, "base_env", lambda *args: calls.append(args) or "base")
+    monkeypatch.setattr(envs, "overlay_env", lambda base, name, reqs: (base, name))
+    assert envs.dev_env() == ("base", "dev") and calls == [(local.python, matrix.torch(local.torch[0]).pin)]
 
 
 def test_requirement_includes_are_part_of_the_env_spec():
