@@ -28,10 +28,16 @@ class Row:
     seconds: float = 0.0
 
 
+LOG = "local.log"  # next to the wheels: each step's full output (the table says passed / FAILED)
+STEP = "---- step: {} ----"
+
+
 class Progress:
-    def __init__(self, total: int):
+    def __init__(self, total: int, log: Path):
         self.rows: list[Row] = []
         self.total = total
+        self.log = log
+        log.write_text("")
 
     def step(self, cell: str, action):
         """Run action() -> (wheel path or None, result text); record and print a row."""
@@ -46,18 +52,26 @@ class Progress:
             info = WheelInfo.read(wheel)
             row.wheel, row.tag, row.size = wheel.name, str(next(iter(info.tags))), f"{info.size / 1024:.0f} KiB"
         self.rows.append(row)
-        print(f"      {row.result} ({row.seconds:.1f} s)", flush=True)
+        with self.log.open("a") as log:
+            log.write(f"{STEP.format(cell)}\n{result}\n\n")
+        print(f"      {result.splitlines()[0] if result else ''} ({row.seconds:.1f} s)", flush=True)
         if result.startswith("FAILED"):
-            raise CheckFailed(self.table()) from failure
+            raise CheckFailed(f"{self.table()}\n\n{cell}: {result[:4000]}\n(all steps: {self.log})") from failure
         return wheel
 
     def table(self) -> str:
         head = ["cell", "wheel", "tag", "size", "result", "seconds"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            result = r.result.splitlines()[0] if r.result else ""
+            result = "FAILED" if r.result.startswith("FAILED") else "passed"
             lines.append(f"| {r.cell} | {r.wheel} | {r.tag} | {r.size} | {result} | {r.seconds:.1f} |")
         return "\n".join(lines)
+
+
+def read_log(out: Path) -> dict[str, str]:
+    """What each step of the last run into out said (cell -> its output), from out/local.log."""
+    parts = re.split(r"^---- step: (.+) ----$", (out / LOG).read_text(), flags=re.MULTILINE)[1:]
+    return {cell: text.strip() for cell, text in zip(parts[::2], parts[1::2])}
 
 
 def audited(wheel: Path) -> tuple[Path, str]:
@@ -175,7 +189,9 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
     each smoke cell (label, action, CPython, torch minor) records for the report; a lane without
     smoke cells records its audited wheel, not run."""
     stable = matrix.abi() == matrix.STABLE
-    progress = Progress(total=3 * len(torches) + (0 if stable else 2) + len(smoke_cells) + bool(prepare))
+    out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(total=3 * len(torches) + (0 if stable else 2) + len(smoke_cells) + bool(prepare),
+                        log=out / LOG)
     per_torch_dir = out / "per-torch"
     for stale in [*out.glob("*.whl"), *per_torch_dir.glob("*.whl")]:
         stale.unlink()
@@ -210,4 +226,4 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
     finally:
         report.write(out, name, records)
     tag = next(iter(WheelInfo.read(merged).tags)).platform
-    return progress.table() + f"\n\nFinal wheel: {merged}\n" + note.format(tag=tag)
+    return progress.table() + f"\n\nFinal wheel: {merged} (each step's output: {out / LOG})\n" + note.format(tag=tag)

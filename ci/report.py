@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import matrix
+from .envs import ROOT
 
 # Strongest first: a cell shows the strongest method that passed (else the strongest that ran).
 GPU, NATIVE, QEMU, CIBW, CROSS, GITHUB = (
@@ -82,11 +83,25 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(root: Path) -> str:
-    """Print-ready Markdown; report.md and report.json are written into root."""
+def report(root: Path, doc: Path | None = None) -> str:
+    """Print-ready Markdown; report.md and report.json are written into root (and, with doc, the
+    documentation page: the same table with where it came from)."""
     rows = cells(collect(root))
     text = render(rows)
     root.mkdir(parents=True, exist_ok=True)
     (root / "report.md").write_text(text + "\n")
     (root / "report.json").write_text(json.dumps(rows, indent=1) + "\n")
+    if doc:
+        doc.write_text(page(root, doc, text))
     return text
+
+
+def page(root: Path, doc: Path, text: str) -> str:
+    """docs/verification.md: the report, the lanes it joins and the command that wrote it."""
+    lanes = sorted(p.stem.removeprefix("verification-") for p in root.rglob("verification-*.json"))
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    shown = doc.resolve().relative_to(ROOT) if doc.resolve().is_relative_to(ROOT) else doc.name
+    return (f"# What was verified where\n\nWritten by `python3.11 -m ci report --doc {shown}` on {today} from "
+            f"the records of the lanes {', '.join(lanes) or '(none)'} (see [lanes.md](lanes.md)); not edited by "
+            "hand. Each row names the strongest way its cell was verified on a development machine, and its "
+            "date.\n\n" + text + "\n")

@@ -6,3 +6,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # `import torch_segment_ops` still resolves to the installed copy first.
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/e2e builds or installs real wheels: slow (`-m "not slow"` leaves it out)."""
+    import pytest
+
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.slow)

@@ -163,3 +163,15 @@ def test_the_cuda_12_pins_cover_what_the_build_needs():
             name = Path(pin["file"]).name
             assert name.endswith((f"_{arch}.deb", "_all.deb")) and len(pin["sha256"]) == 64 and pin["size"] > 0
             assert ("12.4" in name) or ("2.3.2" in name)  # CCCL 2.3.2 is what CUDA 12.4 ships
+
+
+def test_a_host_compiler_newer_than_nvcc_accepts_is_replaced_or_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "g++"
+    monkeypatch.setenv("CXX", str(fake))
+    fake.write_text("#!/bin/sh\necho 12\n")
+    fake.chmod(0o755)
+    assert cuda.older_host_compiler(13) is None  # accepted as it is
+    fake.write_text("#!/bin/sh\necho 14.2.1\n")  # manylinux_2_28's gcc-toolset-14
+    monkeypatch.setattr(cuda.shutil, "which", lambda name: None)  # no dnf to install gcc-toolset-13 with
+    with pytest.raises(PipelineError, match=r"is g\+\+ 14.2.1; this nvcc accepts g\+\+ <= 13"):
+        cuda.older_host_compiler(13)

@@ -5,7 +5,6 @@ import functools
 import hashlib
 import http.server
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ci import download, envs, index, matrix
+from ci import download, envs, index
 from ci.pick import Target
 from tests.ci.wheel_factory import make_wheel
 
@@ -164,28 +163,6 @@ def test_index_carries_hashes_metadata_and_requires_python(simple_index):
     assert [c.requires_torch for c in wheels if "aarch64" not in c.filename] == [None, None]
     for c in source.candidates:
         assert c.sha256 == hashlib.sha256((dist / c.filename).read_bytes()).hexdigest()
-
-
-@pytest.mark.slow
-def test_pip_install_from_the_index_runs_here(wheelhouse, tmp_path):
-    """The real merged wheel from the pipeline, served by our index, installed by pip over torch 2.13."""
-    (merged,) = wheelhouse.glob("*.whl")
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    shutil.copy(merged, dist)
-    index.build_index(dist, tmp_path / "site")
-    server = Server(tmp_path / "site")
-    try:
-        base = envs.base_env(matrix.declaration().local.python, matrix.torch("2.13").pin)
-        env = envs.overlay_env(base, "index", path=tmp_path / "env")
-        env.pip("install", "torch-segment-ops", "--index-url", server.url + "/simple", "--isolated")
-        proc = subprocess.run([str(env.python), "-c", "import torch, torch_segment_ops as ts; "
-                               "print(ts.segment_reduce(torch.ones(4, 2), torch.tensor([0, 1, 4])).tolist())"],
-                              capture_output=True, text=True, cwd=tmp_path)
-    finally:
-        server.close()
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[[1.0, 1.0], [3.0, 3.0]]"
 
 
 UV_PLATFORMS = {  # our platform tag -> uv's --python-platform (+ its macOS deployment target)

@@ -1,6 +1,6 @@
 """The CUDA kernels on a real GPU, against the CPU kernels (themselves tested against the pure-PyTorch
 reference in tests/ops) and the reference. Skipped without a GPU and the CUDA build for torch's CUDA
-major: run by `python -m ci gpu-check` on a machine with one (see the README)."""
+major: run by `python -m ci gpu-check` on a machine with one (see docs/gpu.md)."""
 
 import pytest
 import torch

@@ -54,7 +54,7 @@ def test_unknown_reduce():
 @pytest.mark.parametrize("case", BAD_INPUTS[:-2], ids=lambda c: c[0])  # the meta cases go to the fake kernels
 def test_raw_op_checks_too(case):
     """torch.ops.torch_segment_ops.* (bypassing the Python wrappers) validates as well, with the same
-    message; a stable-ABI kernel can only raise RuntimeError (documented in the README)."""
+    message; a stable-ABI kernel can only raise RuntimeError (documented in docs/api.md)."""
     _, src, indptr, _, message = case
     with pytest.raises(RuntimeError, match=f"segment_reduce\\(\\): expected {message}"):
         torch.ops.torch_segment_ops.segment_reduce(src, indptr, "sum", False)

@@ -13,7 +13,7 @@ from wheel.wheelfile import WheelFile
 
 from ci import audit, build, guard, matrix, smoke
 from ci.wheels import WheelInfo
-from tests.ci.conftest import EPOCH
+from tests.e2e.conftest import EPOCH
 from tests.old_names import members, old_names
 
 pytestmark = pytest.mark.slow
