@@ -30,11 +30,16 @@ def mirror() -> str:
     """Where Debian packages come from here (see the module's docstring)."""
     if os.environ.get(MIRROR_VARIABLE):
         return os.environ[MIRROR_VARIABLE].rstrip("/")
-    found = apt_mirror() or debootstrap_mirror()
+    found = default_mirror()
     if not found:
         raise PipelineError(f"no Debian mirror: apt's sources name none and debootstrap is not installed; set "
                             f"{MIRROR_VARIABLE} to one (the workflows pass the repository variable DEBIAN_MIRROR)")
     return found.rstrip("/")
+
+
+def default_mirror() -> str | None:
+    """The Debian archive this machine already knows: apt's, else debootstrap's default."""
+    return apt_mirror() or debootstrap_mirror()
 
 
 def apt_mirror(etc: Path = Path("/etc/apt")) -> str | None:
@@ -110,10 +115,11 @@ def ar_members(deb: Path) -> dict[str, tuple[int, int]]:
 def unpack(deb: Path, place: Callable[[PurePosixPath], Path | None]) -> int:
     """Files and same-folder links of deb's data archive written where place() says (None: skipped);
     returns how many were written."""
-    data = [name for name in ar_members(deb) if name.startswith("data.tar")]
+    members = ar_members(deb)
+    data = [name for name in members if name.startswith("data.tar")]
     if not data:
         raise PipelineError(f"{deb.name}: no data archive")
-    offset, size = ar_members(deb)[data[0]]
+    offset, size = members[data[0]]
     written = 0
     with deb.open("rb") as f:
         f.seek(offset)

@@ -173,7 +173,7 @@ def run_workflow(replay: Replay, path: Path, inputs: dict, prefix: str = "") -> 
 
 def repository_variables() -> dict:
     """What the workflows read from the repository's settings (`vars.`), as this machine has them."""
-    return {"DEBIAN_MIRROR": debs.apt_mirror() or debs.debootstrap_mirror() or ""}
+    return {"DEBIAN_MIRROR": debs.default_mirror() or ""}
 
 
 def run_job(replay: Replay, workflow: dict, job_id: str, job: dict, context: dict, n: int) -> dict:
