@@ -1,6 +1,6 @@
 """Builds the extension on LibTorch's stable ABI against the installed torch.
 
-One build loads on every torch from the floor declared in ci/matrix.toml
+One build loads on every torch from the floor declared in ci/declaration/matrix.toml
 (``[package] torch_floor``) up, future minors included, and on every CPython:
 the library registers its ops with torch (STABLE_TORCH_LIBRARY) and uses no
 CPython symbol, so the wheel is tagged ``py3-none-<platform>`` and requires
@@ -10,7 +10,7 @@ CPython symbol, so the wheel is tagged ``py3-none-<platform>`` and requires
 CUDA kernels: with TORCH_SEGMENT_OPS_CUDA_DIR naming a folder of CUDA toolkits
 (``<dir>/<major>/bin/nvcc``, as ``python -m ci install-cuda <dir>`` lays them
 out), one more library per toolkit, ``_builds/cu<major>/_C.so``, holds the CUDA
-kernels for the GPU architectures ci/matrix.toml declares for that major. It
+kernels for the GPU architectures ci/declaration/matrix.toml declares for that major. It
 links only the CUDA runtime (libcudart.so.<major>, which torch's own nvidia-*
 packages provide at run time) and needs no CUDA build of torch to compile.
 """
@@ -30,7 +30,7 @@ from setuptools.command.bdist_wheel import bdist_wheel
 
 ROOT = Path(__file__).parent.resolve()
 sys.path.insert(0, str(ROOT))
-from ci import matrix  # noqa: E402  the one reader of ci/matrix.toml (standard library; in the sdist)
+from ci.declaration import matrix  # noqa: E402  the one reader of ci/declaration/matrix.toml (standard library; in the sdist)
 
 VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
 FLOOR = matrix.torch_floor()
@@ -91,7 +91,7 @@ def cuda_toolkits() -> dict[str, Path]:
     undeclared = set(found) - set(declared)
     if not found or undeclared:
         sys.exit(f"TORCH_SEGMENT_OPS_CUDA_DIR={folder}: expected toolkits <major>/bin/nvcc for the CUDA majors "
-                 f"declared in ci/matrix.toml ({', '.join(declared) or 'none'}), found "
+                 f"declared in ci/declaration/matrix.toml ({', '.join(declared) or 'none'}), found "
                  f"{', '.join(found) or 'none'} (`python -m ci install-cuda {folder}` installs them)")
     return found
 

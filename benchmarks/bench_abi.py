@@ -30,7 +30,9 @@ import torch  # noqa: E402
 from bench_pipeline import timed_install  # noqa: E402
 from shapes import make_lengths  # noqa: E402
 
-from ci import build, envs, matrix  # noqa: E402
+from ci.declaration import matrix  # noqa: E402
+from ci.stages import build  # noqa: E402
+from ci.util import envs  # noqa: E402
 
 ATEN_REVISION = "2d4acba"  # the last commit whose csrc/ used the ATen C++ API (one build per torch minor)
 OPS = ("sum", "mean", "max", "max+arg", "gather", "softmax")

@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
 
-from ci import envs, matrix  # noqa: E402
+from ci.declaration import matrix  # noqa: E402
+from ci.util import envs  # noqa: E402
 
 
 def timed_install(base: envs.Env, target: Path, requirements: list[Path]) -> float:
@@ -45,7 +46,7 @@ def main() -> None:
         sdist = next(Path(tmp).glob("*.tar.gz"))
         wheel_s = min(timed_install(base, merged, []) for _ in range(3))
         pip_s = min(timed_pip_version(base) for _ in range(3))
-        sdist_s = timed_install(base, sdist, [ROOT / "ci" / "requirements-build.txt"])
+        sdist_s = timed_install(base, sdist, [envs.REQUIREMENTS / "build.txt"])
     lines = ["### Install: wheel vs sdist", "",
              f"`pip install --no-deps` into a fresh env over torch {base.path.name}, this machine "
              f"({os.cpu_count()} cores):", "",

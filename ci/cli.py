@@ -1,12 +1,14 @@
 """The pipeline as one tool: `python -m ci <verb>` (see `python -m ci --help`).
 
-Verbs that need the dev env (torch, build, test and pipeline tools; see
-NEEDS_DEV_ENV) create it on first use and re-run themselves inside it, so a
-fresh machine needs only CPython 3.11. The others (matrix, repair,
-install-torch, verify, check-tag, release-guard, collect, download, index,
-cibuildwheel) run in whatever Python calls them, as cibuildwheel and the workflows do;
-modules are imported lazily so that `repair` and `install-torch` work with
-the standard library alone (cibuildwheel runs them on CPython 3.10).
+Each verb is declared once, by the @verb decorator on its handler: its name,
+its arguments and whether it runs in the dev env (torch, build, test and
+pipeline tools), which such a verb creates on first use and re-runs itself
+inside, so a fresh machine needs only CPython 3.11. The others run in whatever
+Python calls them, as cibuildwheel and the workflows do; modules are imported
+lazily so that `repair` and `install-torch` work with the standard library
+alone (cibuildwheel runs them on CPython 3.10). Handlers take typed keyword
+arguments and pass typed values into the library: no argparse namespace
+leaves this module.
 """
 
 from __future__ import annotations
@@ -16,17 +18,49 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import envs
-from .envs import ROOT, log
 from .errors import EXIT_CODES, CheckFailed, PipelineError
+from .util import envs
+from .util.envs import ROOT, log
 
-# Verbs that run inside the dev env, which they create on first use. Set
-# TORCH_SEGMENT_OPS_USE_CURRENT_ENV=1 to run them in the calling Python instead
-# (the workflows do, after installing ci/requirements-*.txt).
-NEEDS_DEV_ENV = {"test", "demo", "bench", "local", "build", "audit", "merge", "smoke", "lint", "sdist", "replay",
-                 "report"}
+# Set TORCH_SEGMENT_OPS_USE_CURRENT_ENV=1 to run dev-env verbs in the calling Python instead
+# (the workflows do, after installing ci/requirements/*.txt).
+USE_CURRENT_ENV = "TORCH_SEGMENT_OPS_USE_CURRENT_ENV"
+
+
+def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
+    """One argparse argument: the flags and add_argument's options."""
+    return flags, options
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A group of arguments of which at most one (exactly one if required) may be given."""
+
+    args: tuple
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    handler: Callable[..., int]
+    args: tuple
+    dev_env: bool  # runs inside the dev env (created on first use)
+    passthrough: bool  # the arguments it does not know go to its tool (pytest, cibuildwheel) as `rest`
+
+
+VERBS: dict[str, Verb] = {}
+
+
+def verb(name: str, *args, dev_env: bool = False, passthrough: bool = False):
+    def register(handler: Callable[..., int]) -> Callable[..., int]:
+        VERBS[name] = Verb(name, handler, args, dev_env, passthrough)
+        return handler
+    return register
 
 
 def dev_environ(dev: envs.Env) -> dict[str, str]:
@@ -40,171 +74,248 @@ def install_package(env: envs.Env) -> None:
     env.pip("install", "--no-build-isolation", "--no-deps", "--force-reinstall", str(ROOT))
 
 
-def cmd_test(args) -> int:
+@verb("test", dev_env=True, passthrough=True)
+def cmd_test(rest: list[str]) -> int:
     """Build and install the extension into the dev env, then run pytest there (extra args go to pytest)."""
     dev = envs.dev_env()
     install_package(dev)
-    log(f"pytest {' '.join(args.rest)}")
-    return subprocess.run([str(dev.bin("pytest")), *args.rest], cwd=ROOT, env=dev_environ(dev)).returncode
+    log(f"pytest {' '.join(rest)}")
+    return subprocess.run([str(dev.bin("pytest")), *rest], cwd=ROOT, env=dev_environ(dev)).returncode
 
 
-def cmd_demo(args) -> int:
+@verb("demo", dev_env=True)
+def cmd_demo() -> int:
     """Build and install the extension into the dev env and run a short demo."""
     dev = envs.dev_env()
     install_package(dev)
-    return subprocess.run([str(dev.python), str(ROOT / "ci" / "demo.py")], cwd="/").returncode
+    return subprocess.run([str(dev.python), str(ROOT / "ci" / "scripts" / "demo.py")], cwd="/").returncode
 
 
-def cmd_bench(args) -> int:
+@verb("bench",
+      arg("--quick", action="store_true", help="tiny shapes; writes nothing"),
+      arg("--pipeline", action="store_true", help="install time, wheel sizes, compile counts"),
+      arg("--abi", action="store_true", help="the stable-ABI build vs the ATen build, side by side"),
+      dev_env=True)
+def cmd_bench(quick: bool, pipeline: bool, abi: bool) -> int:
     """Run benchmarks/bench_ops.py (writes benchmarks/RESULTS.md), or with --pipeline bench_pipeline.py,
     or with --abi bench_abi.py (the stable build vs the ATen build, side by side)."""
     dev = envs.dev_env()
-    if args.pipeline:
+    if pipeline:
         return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_pipeline.py")]).returncode
-    if args.abi:
-        extra = ["--quick"] if args.quick else []
+    if abi:
+        extra = ["--quick"] if quick else []
         return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_abi.py"), *extra]).returncode
     install_package(dev)
-    extra = ["--quick"] if args.quick else ["--out", str(ROOT / "benchmarks" / "RESULTS.md")]
+    extra = ["--quick"] if quick else ["--out", str(ROOT / "benchmarks" / "RESULTS.md")]
     return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_ops.py"), *extra], cwd="/").returncode
 
 
-def cmd_local(args) -> int:
+@verb("local",
+      arg("--out", help="default: wheelhouse/ (wheelhouse/<arch>/ with --arch)"),
+      arg("--torch", nargs="*", help="torch minors (default: ci/declaration/matrix.toml [local])"),
+      arg("--arch", choices=["native", "aarch64", "macos-arm64"], default="native",
+          help="aarch64: the Linux arm64 wheel under qemu emulation (root, binfmt_misc); "
+               "macos-arm64: the macOS wheel cross-built, repaired and audited here (not run)"),
+      arg("--matrix", action="store_true",
+          help="every declared torch in one wheel, smoke-tested on the CPython x torch cells of "
+               "ci/declaration/matrix.toml [local] (torch builds not on disk come from the registry: GBs)"),
+      arg("--cibuildwheel", action="store_true",
+          help="the real cibuildwheel Linux build in a local container (root; stand-in image)"),
+      dev_env=True)
+def cmd_local(out: str | None, torch: list[str] | None, arch: str, matrix: bool, cibuildwheel: bool) -> int:
     """The main job: build, repair, audit, merge and smoke-test the wheels for this machine."""
-    from . import local
+    from .lanes import local
 
-    if args.cibuildwheel:
-        from . import container
+    if cibuildwheel:
+        from .lanes import container
 
-        out = Path(args.out) if args.out else ROOT / "wheelhouse" / "cibuildwheel"
-        print(container.run(out, args.torch[0] if args.torch else None))
-        return 0
-    if args.matrix:
-        print(local.run(Path(args.out) if args.out else ROOT / "wheelhouse" / "matrix", cells="matrix"))
-        return 0
-    out = Path(args.out) if args.out else ROOT / "wheelhouse" / ("" if args.arch == "native" else args.arch)
-    print(local.run(out, args.torch, args.arch))
-    return 0
-
-
-def cmd_report(args) -> int:
-    """Every release cell with how it was verified here, from the lanes' records under DIR (writes report.md/.json)."""
-    from . import report
-
-    print(report.report(Path(args.dir), Path(args.doc) if args.doc else None))
-    return 0
-
-
-def cmd_replay(args) -> int:
-    """Run a workflow's jobs here, from its YAML, with stand-ins for what only GitHub has."""
-    from . import replay
-
-    print(replay.run(args.workflow, Path(args.out)))
-    return 0
-
-
-def cmd_matrix(args) -> int:
-    """Print a GitHub Actions matrix (JSON) derived from ci/matrix.toml, or write all of them to $GITHUB_OUTPUT."""
-    from . import matrix
-
-    if args.github_output:
-        matrix.write_github_output(args.scope, Path(os.environ["GITHUB_OUTPUT"]))
+        print(container.run(Path(out) if out else ROOT / "wheelhouse" / "cibuildwheel", torch[0] if torch else None))
+    elif matrix:
+        print(local.run(Path(out) if out else ROOT / "wheelhouse" / "matrix", cells="matrix"))
     else:
-        print(matrix.github_matrix(args.scope, args.kind) if args.kind != "table" else matrix.support_table())
+        print(local.run(Path(out) if out else ROOT / "wheelhouse" / ("" if arch == "native" else arch), torch, arch))
     return 0
 
 
-def cmd_install_torch(args) -> int:
+@verb("report",
+      arg("dir", nargs="?", default=str(ROOT / "wheelhouse")),
+      arg("--doc", help="also write the documentation page, e.g. docs/verification.md"),
+      dev_env=True)
+def cmd_report(dir: str, doc: str | None) -> int:
+    """Every release cell with how it was verified here, from the lanes' records under DIR (writes report.md/.json)."""
+    from .lanes import report
+
+    print(report.report(Path(dir), Path(doc) if doc else None))
+    return 0
+
+
+@verb("replay",
+      arg("workflow", nargs="?", default="release.yml", help="a file in .github/workflows"),
+      arg("--out", default=str(ROOT / "wheelhouse" / "replay")),
+      dev_env=True)
+def cmd_replay(workflow: str, out: str) -> int:
+    """Run a workflow's jobs here, from its YAML, with stand-ins for what only GitHub has."""
+    from .lanes import replay
+
+    print(replay.run(workflow, Path(out)))
+    return 0
+
+
+@verb("matrix",
+      arg("--scope", choices=["pr", "release"], default="pr"),
+      arg("--kind", choices=["build", "verify", "merge", "table"], default="build"),
+      arg("--github-output", action="store_true", help="write build/merge/verify to $GITHUB_OUTPUT"))
+def cmd_matrix(scope: str, kind: str, github_output: bool) -> int:
+    """Print a GitHub Actions matrix (JSON) derived from the declaration, or write all of them to $GITHUB_OUTPUT."""
+    from .declaration import matrix
+
+    if github_output:
+        matrix.write_github_output(scope, Path(os.environ["GITHUB_OUTPUT"]))
+    else:
+        print(matrix.github_matrix(scope, kind) if kind != "table" else matrix.support_table())
+    return 0
+
+
+@verb("install-torch")
+def cmd_install_torch() -> int:
     """Install torch==$TORCH_SEGMENT_OPS_TORCH_PIN (from $TORCH_SEGMENT_OPS_TORCH_INDEX if set) here
     (cibuildwheel hooks)."""
     envs.install_torch_here()
     return 0
 
 
-def cmd_install_cuda(args) -> int:
+@verb("install-cuda", arg("dir"))
+def cmd_install_cuda(dir: str) -> int:
     """Install the CUDA toolkits this machine's wheel is built with into DIR/<major> (cibuildwheel's
     before-build; setup.py reads them from $TORCH_SEGMENT_OPS_CUDA_DIR)."""
-    from . import cuda
+    from .stages import cuda
 
-    print(cuda.install(Path(args.dir)))
+    print(cuda.install(Path(dir)))
     return 0
 
 
-def cmd_gpu_check(args) -> int:
+@verb("gpu-check",
+      arg("--wheel", help="the wheel to check (default: the linux wheel in wheelhouse/)"),
+      arg("--out", default="wheelhouse/gpu-check", help="where gpu-check.md and GPU.md go"),
+      arg("--quick", action="store_true", help="the benchmark's tiny shapes only"),
+      arg("--install", action="store_true", help="first install torch==$TORCH_SEGMENT_OPS_TORCH_PIN and the test "
+          "requirements here (a fresh GPU runner)"))
+def cmd_gpu_check(wheel: str | None, out: str, quick: bool, install: bool) -> int:
     """On a machine with a CUDA GPU: install the wheel into this Python (no deps), run the GPU tests, the
     op suite, compute-sanitizer memcheck and the GPU benchmark; writes gpu-check.md and GPU.md to --out."""
-    from . import gpu
+    from .lanes import gpu
 
-    return gpu.run(Path(args.wheel) if args.wheel else None, Path(args.out), args.quick, args.install)
-
-
-def cmd_cibuildwheel(args) -> int:
-    """Run cibuildwheel (its arguments follow) with SOURCE_DATE_EPOCH set from the last commit."""
-    from . import build
-
-    return build.cibuildwheel(args.rest)
+    return gpu.run(Path(wheel) if wheel else None, Path(out), quick, install)
 
 
-def cmd_sdist(args) -> int:
-    """Build the sdist."""
-    from . import build
-
-    print(build.sdist(Path(args.out), isolated=not args.no_isolation))
-    return 0
-
-
-def cmd_verify(args) -> int:
-    """A verify cell: install the pinned torch and the one wheel in WHEEL_DIR here, then run the smoke check."""
-    from . import smoke
-
-    result = smoke.verify_here(Path(args.wheel_dir))
-    print(result.output)
-    return 0 if result.ok else 1
-
-
-def cmd_gpu_runner(args) -> int:
+@verb("gpu-runner")
+def cmd_gpu_runner() -> int:
     """The release's GPU gate: print label=<the declared GPU runner> and torch=<pin> (for $GITHUB_OUTPUT);
     fail, naming the key, when none is declared."""
-    from . import release
+    from .publish import release
 
     for key, value in release.gpu_runner().items():
         print(f"{key}={value}")
     return 0
 
 
-def cmd_check_tag(args) -> int:
+@verb("cibuildwheel", passthrough=True)
+def cmd_cibuildwheel(rest: list[str]) -> int:
+    """Run cibuildwheel (its arguments follow) with SOURCE_DATE_EPOCH set from the last commit."""
+    from .stages import build
+
+    return build.cibuildwheel(rest)
+
+
+@verb("sdist", arg("--out", default="dist"), arg("--no-isolation", action="store_true"), dev_env=True)
+def cmd_sdist(out: str, no_isolation: bool) -> int:
+    """Build the sdist."""
+    from .stages import build
+
+    print(build.sdist(Path(out), isolated=not no_isolation))
+    return 0
+
+
+@verb("verify", arg("wheel_dir"))
+def cmd_verify(wheel_dir: str) -> int:
+    """A verify cell: install the pinned torch and the one wheel in WHEEL_DIR here, then run the smoke check."""
+    from .stages import smoke
+
+    result = smoke.verify_here(Path(wheel_dir))
+    print(result.output)
+    return 0 if result.ok else CheckFailed.return_code
+
+
+@verb("check-tag",
+      arg("tag"),
+      arg("--on-branch", help="also require the checked-out commit to be on this ref (origin/main)"))
+def cmd_check_tag(tag: str, on_branch: str | None) -> int:
     """Fail unless the git tag equals v<package version> (and, with --on-branch, its commit is on that branch)."""
-    from . import release
+    from .publish import release
 
-    release.check_tag(args.tag, args.on_branch)
-    print(f"{args.tag} matches the package version" + (f" and is on {args.on_branch}" if args.on_branch else ""))
+    release.check_tag(tag, on_branch)
+    print(f"{tag} matches the package version" + (f" and is on {on_branch}" if on_branch else ""))
     return 0
 
 
-def cmd_release_guard(args) -> int:
+@verb("release-guard", arg("--index-url", help="the simple index to publish to (default: the one pip uses here)"))
+def cmd_release_guard(index_url: str | None) -> int:
     """Fail unless our distribution name is free on the index or all its releases name our repository."""
-    from . import guard
+    from .publish import guard
 
-    print(guard.run(args.index_url, os.environ.get("GITHUB_REPOSITORY")))
+    print(guard.run(index_url, os.environ.get("GITHUB_REPOSITORY")))
     return 0
 
 
-def cmd_collect(args) -> int:
+@verb("collect", arg("artifacts"), arg("out"), arg("--sums", action="store_true"))
+def cmd_collect(artifacts: str, out: str, sums: bool) -> int:
     """Gather final wheels and sdists from downloaded artifacts (with --sums: SHA256SUMS and notes)."""
-    from . import release
+    from .publish import release
 
-    for path in release.collect(Path(args.artifacts), Path(args.out), args.sums):
+    for path in release.collect(Path(artifacts), Path(out), sums):
         print(path)
     return 0
 
 
-def cmd_download(args) -> int:
-    """Download the wheel that fits a platform/CPython/torch from a release, a CI run or an index; verify it."""
-    from . import download, pick
+@verb("lint", dev_env=True)
+def cmd_lint() -> int:
+    """ruff, actionlint and zizmor (offline)."""
+    from .dev import lint
 
-    target = pick.Target(args.platform, args.python or pick.default_python(), args.torch or installed_torch(),
-                         version=args.version, pre=args.pre)
-    download.run(args, target, Path(args.out))
+    return lint.run()
+
+
+@verb("lock")
+def cmd_lock() -> int:
+    """Regenerate the hash-pinned ci/requirements/*.lock files from ci/requirements/*.txt (uv)."""
+    from .dev import lock
+
+    for path in lock.write():
+        print(path)
+    return 0
+
+
+@verb("download",
+      arg("--platform", default="native",
+          help="linux-x86_64, linux-aarch64, macos-arm64, a platform tag, or native (this machine)"),
+      arg("--python", help="CPython version, e.g. 3.12 (default: this interpreter's)"),
+      arg("--torch", help="torch version the wheel must support (default: the installed one)"),
+      arg("--version", help="the torch-segment-ops version(s) to choose from: 0.1.0 (exactly) or a specifier "
+          "such as '>=0.1,<0.3' (default: any; with --release vX.Y.Z: X.Y.Z)"),
+      arg("--pre", action="store_true", help="allow pre-releases (as pip's --pre)"),
+      OneOf((arg("--release", metavar="TAG", help="a GitHub release tag (with --repo)"),
+             arg("--run", metavar="RUN_ID", help="a GitHub Actions run id (with --repo; needs a token)"),
+             arg("--index", metavar="URL", help="a simple (PEP 503/691) index URL"))),
+      arg("--repo", help="OWNER/NAME on GitHub"),
+      arg("-o", "--out", default=".", help="where to save the wheel"))
+def cmd_download(platform: str, python: str | None, torch: str | None, version: str | None, pre: bool,
+                 release: str | None, run: str | None, index: str | None, repo: str | None, out: str) -> int:
+    """Download the wheel that fits a platform/CPython/torch from a release, a CI run or an index; verify it."""
+    from .publish import download, pick
+
+    target = pick.Target(platform, python or pick.default_python(), torch or installed_torch(),
+                         version=version, pre=pre)
+    download.run(download.Where(release=release, run=run, index=index, repo=repo), target, Path(out))
     return 0
 
 
@@ -217,53 +328,49 @@ def installed_torch() -> str | None:
         return None
 
 
-def cmd_index(args) -> int:
+@verb("index", arg("dist"), arg("out"))
+def cmd_index(dist: str, out: str) -> int:
     """Write a static PEP 503/691/658 index of the wheels and sdists in DIST to OUT."""
-    from . import index
+    from .publish import index
 
-    print(index.build_index(Path(args.dist), Path(args.out)))
+    print(index.build_index(Path(dist), Path(out)))
     return 0
 
 
-def cmd_lock(args) -> int:
-    """Regenerate the hash-pinned ci/requirements-*.lock files from ci/requirements-*.txt (uv)."""
-    from . import lock
-
-    for path in lock.write():
-        print(path)
-    return 0
-
-
-def cmd_lint(args) -> int:
-    """ruff, actionlint and zizmor (offline)."""
-    from . import lint
-
-    return lint.run()
-
-
-def cmd_build(args) -> int:
+@verb("build",
+      arg("--torch", required=True, help="torch minor, e.g. 2.13"),
+      arg("--python", help="CPython to build with (default: ci/declaration/matrix.toml [local])"),
+      arg("--out", default="dist"),
+      arg("--project", default=str(ROOT), help="the extension's source tree (default: this one)"),
+      dev_env=True)
+def cmd_build(torch: str, python: str | None, out: str, project: str) -> int:
     """Build the wheel against one torch minor on this machine."""
-    from . import build
+    from .stages import build
 
-    print(build.build(args.torch, Path(args.out), args.python, source=Path(args.project).resolve()))
+    print(build.build(torch, Path(out), python, source=Path(project).resolve()))
     return 0
 
 
-def cmd_repair(args) -> int:
+@verb("repair",
+      arg("wheel"),
+      arg("-w", required=True, help="destination folder"),
+      arg("--plat", help="auditwheel --plat (default: the best it finds)"))
+def cmd_repair(wheel: str, w: str, plat: str | None) -> int:
     """auditwheel / delocate with torch's libraries excluded (cibuildwheel's repair-wheel-command)."""
-    from . import repair
+    from .stages import repair
 
-    print(repair.repair(Path(args.wheel), Path(args.w), plat=args.plat))
+    print(repair.repair(Path(wheel), Path(w), plat=plat))
     return 0
 
 
-def cmd_audit(args) -> int:
+@verb("audit", arg("wheels", nargs="+"), arg("--platform", help="the exact platform tag expected"), dev_env=True)
+def cmd_audit(wheels: list[str], platform: str | None) -> int:
     """Fail wheels that graft torch, have wrong tags/metadata, are unstripped or too big, or fail the gates."""
-    from . import audit
+    from .stages import audit
 
     failed = 0
-    for wheel in args.wheels:
-        problems = audit.audit(Path(wheel), args.platform)
+    for wheel in wheels:
+        problems = audit.audit(Path(wheel), platform)
         print(f"{'FAIL' if problems else 'ok  '} {Path(wheel).name}")
         for problem in problems:
             print(f"     - {problem}")
@@ -271,23 +378,31 @@ def cmd_audit(args) -> int:
     return CheckFailed.return_code if failed else 0
 
 
-def cmd_merge(args) -> int:
+@verb("merge", arg("wheels", nargs="+"), arg("-w", required=True, help="destination folder"), dev_env=True)
+def cmd_merge(wheels: list[str], w: str) -> int:
     """Combine per-torch wheels of one platform into one wheel."""
-    from . import merge
+    from .stages import merge
 
-    print(merge.merge([Path(w) for w in args.wheels], Path(args.w)))
+    print(merge.merge([Path(wheel) for wheel in wheels], Path(w)))
     return 0
 
 
-def cmd_smoke(args) -> int:
+@verb("smoke",
+      arg("wheel"),
+      arg("--python", help="CPython of the env (default: ci/declaration/matrix.toml [local] python)"),
+      arg("--torch", required=True, help="exact torch version, e.g. 2.13.0"),
+      arg("--check", help="the project's smoke script (default: ci/scripts/smoke_check.py)"),
+      arg("--op-tests", action="store_true", help="also run tests/ops against the installed wheel"),
+      dev_env=True)
+def cmd_smoke(wheel: str, python: str | None, torch: str, check: str | None, op_tests: bool) -> int:
     """Install a wheel into a clean env over a cached torch and run the smoke check from outside the tree."""
-    from . import matrix, smoke
+    from .declaration import matrix
+    from .stages import smoke
 
-    python = args.python or matrix.declaration().local.python
-    result = smoke.smoke(Path(args.wheel), python, args.torch, op_tests=args.op_tests,
-                         check=Path(args.check) if args.check else smoke.CHECK)
+    python = python or matrix.declaration().local.python
+    result = smoke.smoke(Path(wheel), python, torch, op_tests=op_tests, check=Path(check) if check else smoke.CHECK)
     print(result.output)
-    return 0 if result.ok else 1
+    return 0 if result.ok else CheckFailed.return_code
 
 
 def parser() -> argparse.ArgumentParser:
@@ -295,118 +410,35 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ci", description=__doc__.splitlines()[0],
                                 epilog=f"exit codes: {codes}")
     p.add_argument("--debug", action="store_true", help="print the traceback of a pipeline error too")
-    verbs = p.add_subparsers(dest="verb", required=True)
-
-    def verb(name, func):
-        sub = verbs.add_parser(name, help=func.__doc__, description=func.__doc__)
-        sub.set_defaults(func=func)
-        return sub
-
-    verb("test", cmd_test)
-    verb("demo", cmd_demo)
-    bench = verb("bench", cmd_bench)
-    bench.add_argument("--quick", action="store_true", help="tiny shapes; writes nothing")
-    bench.add_argument("--pipeline", action="store_true", help="install time, wheel sizes, compile counts")
-    bench.add_argument("--abi", action="store_true", help="the stable-ABI build vs the ATen build, side by side")
-    local = verb("local", cmd_local)
-    local.add_argument("--out", help="default: wheelhouse/ (wheelhouse/<arch>/ with --arch)")
-    local.add_argument("--torch", nargs="*", help="torch minors (default: ci/matrix.toml [local])")
-    local.add_argument("--arch", choices=["native", "aarch64", "macos-arm64"], default="native",
-                       help="aarch64: the Linux arm64 wheel under qemu emulation (root, binfmt_misc); "
-                            "macos-arm64: the macOS wheel cross-built, repaired and audited here (not run)")
-    local.add_argument("--matrix", action="store_true",
-                       help="every declared torch in one wheel, smoke-tested on the CPython x torch cells of "
-                            "ci/matrix.toml [local] (torch builds not on disk come from the registry: GBs)")
-    local.add_argument("--cibuildwheel", action="store_true",
-                       help="the real cibuildwheel Linux build in a local container (root; stand-in image)")
-    rpt = verb("report", cmd_report)
-    rpt.add_argument("dir", nargs="?", default=str(ROOT / "wheelhouse"))
-    rpt.add_argument("--doc", help="also write the documentation page, e.g. docs/verification.md")
-    rep_ = verb("replay", cmd_replay)
-    rep_.add_argument("workflow", nargs="?", default="release.yml", help="a file in .github/workflows")
-    rep_.add_argument("--out", default=str(ROOT / "wheelhouse" / "replay"))
-    mat = verb("matrix", cmd_matrix)
-    mat.add_argument("--scope", choices=["pr", "release"], default="pr")
-    mat.add_argument("--kind", choices=["build", "verify", "merge", "table"], default="build")
-    mat.add_argument("--github-output", action="store_true", help="write build/merge/verify to $GITHUB_OUTPUT")
-    verb("install-torch", cmd_install_torch)
-    verb("install-cuda", cmd_install_cuda).add_argument("dir")
-    gpu = verb("gpu-check", cmd_gpu_check)
-    gpu.add_argument("--wheel", help="the wheel to check (default: the linux wheel in wheelhouse/)")
-    gpu.add_argument("--out", default="wheelhouse/gpu-check", help="where gpu-check.md and GPU.md go")
-    gpu.add_argument("--quick", action="store_true", help="the benchmark's tiny shapes only")
-    gpu.add_argument("--install", action="store_true", help="first install torch==$TORCH_SEGMENT_OPS_TORCH_PIN and "
-                     "the test requirements here (a fresh GPU runner)")
-    verb("gpu-runner", cmd_gpu_runner)
-    verb("cibuildwheel", cmd_cibuildwheel)
-    sd = verb("sdist", cmd_sdist)
-    sd.add_argument("--out", default="dist")
-    sd.add_argument("--no-isolation", action="store_true")
-    verb("verify", cmd_verify).add_argument("wheel_dir")
-    tag = verb("check-tag", cmd_check_tag)
-    tag.add_argument("tag")
-    tag.add_argument("--on-branch", help="also require the checked-out commit to be on this ref (origin/main)")
-    guard = verb("release-guard", cmd_release_guard)
-    guard.add_argument("--index-url", help="the simple index to publish to (default: the one pip uses here)")
-    col = verb("collect", cmd_collect)
-    col.add_argument("artifacts")
-    col.add_argument("out")
-    col.add_argument("--sums", action="store_true")
-    verb("lint", cmd_lint)
-    verb("lock", cmd_lock)
-    dl = verb("download", cmd_download)
-    dl.add_argument("--platform", default="native",
-                    help="linux-x86_64, linux-aarch64, macos-arm64, a platform tag, or native (this machine)")
-    dl.add_argument("--python", help="CPython version, e.g. 3.12 (default: this interpreter's)")
-    dl.add_argument("--torch", help="torch version the wheel must support (default: the installed one)")
-    dl.add_argument("--version", help="the torch-segment-ops version(s) to choose from: 0.1.0 (exactly) or a specifier "
-                    "such as '>=0.1,<0.3' (default: any; with --release vX.Y.Z: X.Y.Z)")
-    dl.add_argument("--pre", action="store_true", help="allow pre-releases (as pip's --pre)")
-    where = dl.add_mutually_exclusive_group(required=True)
-    where.add_argument("--release", metavar="TAG", help="a GitHub release tag (with --repo)")
-    where.add_argument("--run", metavar="RUN_ID", help="a GitHub Actions run id (with --repo; needs a token)")
-    where.add_argument("--index", metavar="URL", help="a simple (PEP 503/691) index URL")
-    dl.add_argument("--repo", help="OWNER/NAME on GitHub")
-    dl.add_argument("-o", "--out", default=".", help="where to save the wheel")
-    idx = verb("index", cmd_index)
-    idx.add_argument("dist")
-    idx.add_argument("out")
-    bld = verb("build", cmd_build)
-    bld.add_argument("--torch", required=True, help="torch minor, e.g. 2.13")
-    bld.add_argument("--python", help="CPython to build with (default: ci/matrix.toml [local])")
-    bld.add_argument("--out", default="dist")
-    bld.add_argument("--project", default=str(ROOT), help="the extension's source tree (default: this one)")
-    rep = verb("repair", cmd_repair)
-    rep.add_argument("wheel")
-    rep.add_argument("-w", required=True, help="destination folder")
-    rep.add_argument("--plat", help="auditwheel --plat (default: the best it finds)")
-    aud = verb("audit", cmd_audit)
-    aud.add_argument("wheels", nargs="+")
-    aud.add_argument("--platform", help="the exact platform tag expected")
-    mrg = verb("merge", cmd_merge)
-    mrg.add_argument("wheels", nargs="+")
-    mrg.add_argument("-w", required=True, help="destination folder")
-    smk = verb("smoke", cmd_smoke)
-    smk.add_argument("wheel")
-    smk.add_argument("--python", help="CPython of the env (default: ci/matrix.toml [local] python)")
-    smk.add_argument("--torch", required=True, help="exact torch version, e.g. 2.13.0")
-    smk.add_argument("--check", help="the project's smoke script (default: ci/smoke_check.py)")
-    smk.add_argument("--op-tests", action="store_true", help="also run tests/ops against the installed wheel")
+    subs = p.add_subparsers(dest="verb", required=True)
+    for v in VERBS.values():
+        sub = subs.add_parser(v.name, help=v.handler.__doc__, description=v.handler.__doc__)
+        for spec in v.args:
+            if isinstance(spec, OneOf):
+                group = sub.add_mutually_exclusive_group(required=spec.required)
+                for flags, options in spec.args:
+                    group.add_argument(*flags, **options)
+            else:
+                sub.add_argument(*spec[0], **spec[1])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args, rest = parser().parse_known_args(argv)
-    if rest and args.verb not in ("test", "cibuildwheel"):
-        parser().error(f"unrecognized arguments: {' '.join(rest)}")
-    args.rest = rest
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    v = VERBS[args.verb]
+    if rest and not v.passthrough:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    options = {key: value for key, value in vars(args).items() if key not in ("verb", "debug")}
+    if v.passthrough:
+        options["rest"] = rest
     try:
-        if args.verb in NEEDS_DEV_ENV and os.environ.get("TORCH_SEGMENT_OPS_USE_CURRENT_ENV") != "1":
+        if v.dev_env and os.environ.get(USE_CURRENT_ENV) != "1":
             dev = envs.dev_env()
-            environ = dict(dev_environ(dev), TORCH_SEGMENT_OPS_USE_CURRENT_ENV="1")
+            environ = dict(dev_environ(dev), **{USE_CURRENT_ENV: "1"})
             return subprocess.run([str(dev.python), "-m", "ci", *argv], cwd=ROOT, env=environ).returncode
-        return args.func(args)
+        return v.handler(**options)
     except PipelineError as error:  # the one place a pipeline error becomes a message and an exit code
         if args.debug:
             traceback.print_exception(error)

@@ -11,7 +11,7 @@ class PipelineError(Exception):
 
 
 class ConfigurationError(PipelineError):
-    """ci/matrix.toml, an argument or the environment asks for something that cannot be."""
+    """ci/declaration/matrix.toml, an argument or the environment asks for something that cannot be."""
 
     return_code = 2
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch.utils.cpp_extension
 
-from ci import matrix
+from ci.declaration import matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = (ROOT / "setup.py").read_text()

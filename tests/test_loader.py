@@ -88,7 +88,7 @@ def test_any_unreadable_record_is_the_import_error(tmp_path, record):
 @pytest.mark.parametrize("folder", ["__pycache__", ".hidden", "_private", "stable", "cu13", "torch_2_13",
                                     "torch_2_13_0+cpu"])
 def test_the_loader_and_the_audit_agree_on_what_a_build_folder_is(tmp_path, folder):
-    from ci import names
+    from ci.declaration import names
 
     make_stable(tmp_path, name=folder)
     loaded = [b.directory.name for b in _loader.find_builds(tmp_path)]

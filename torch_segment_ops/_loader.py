@@ -24,7 +24,7 @@ from pathlib import Path
 BUILDS_DIR = Path(__file__).parent / "_builds"
 DISTRIBUTION = "torch-segment-ops"
 # A build folder's name; anything else under _builds/ (__pycache__, dot folders) is not a build. The
-# audit applies the same rule (ci/names.py BUILD_NAME; a test keeps the two equal).
+# audit applies the same rule (ci/declaration/names.py BUILD_NAME; a test keeps the two equal).
 BUILD_NAME = re.compile(r"[A-Za-z0-9][^/]*")
 CPU_ONLY = "TORCH_SEGMENT_OPS_CPU_ONLY"  # =1: never load a CUDA build (CUDA tensors then get a clear error)
 

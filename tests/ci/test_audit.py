@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ci import audit
-from ci.wheels import WheelInfo
+from ci.stages import audit
+from ci.stages.wheels import WheelInfo
 from tests.ci.wheel_factory import make_wheel
 
 
@@ -100,7 +100,7 @@ def test_a_broken_wheel_is_reported_and_the_next_one_still_audited(tmp_path):
     other.mkdir()
     good = make_wheel(other)
     proc = subprocess.run([sys.executable, "-m", "ci", "audit", str(broken), str(good)], capture_output=True,
-                          text=True, cwd=audit.matrix.MATRIX.parent.parent,
+                          text=True, cwd=audit.envs.ROOT,
                           env={"PATH": "/usr/bin:/bin", "TORCH_SEGMENT_OPS_USE_CURRENT_ENV": "1"})
     assert "Traceback" not in proc.stderr and proc.returncode == 4
     assert "not an intact wheel (BadZipFile" in proc.stdout

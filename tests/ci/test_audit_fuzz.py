@@ -8,8 +8,9 @@ import zipfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ci import audit, download, merge
 from ci.errors import PipelineError
+from ci.publish import download
+from ci.stages import audit, merge
 from tests.ci.wheel_factory import make_wheel
 
 TAG = "py3-none-manylinux_2_28_x86_64"

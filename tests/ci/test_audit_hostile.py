@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ci import audit, merge
 from ci.errors import PipelineError
-from ci.wheels import WheelInfo
+from ci.stages import audit, merge
+from ci.stages.wheels import WheelInfo
 from tests.ci.test_audit import STABLE_TAG
 from tests.ci.test_download_hostile import peak_rss_mib_of, zip_of
 from tests.ci.wheel_factory import make_wheel
@@ -214,7 +214,7 @@ def test_a_small_wheel_that_unpacks_to_a_gigabyte_is_refused_with_bounded_memory
     bomb = zip_of({"torch_segment_ops/blob.py": 1 << 30, RECORD: 0},
                   tmp_path / f"torch_segment_ops-0.1.0-{STABLE_TAG}.whl")
     assert bomb.stat().st_size < 2 << 20
-    proc, peak = peak_rss_mib_of(f"from pathlib import Path\nfrom ci import audit\n"
+    proc, peak = peak_rss_mib_of(f"from pathlib import Path\nfrom ci.stages import audit\n"
                                  f"print(audit.audit(Path({str(bomb)!r})))")
     assert f"it unpacks to {1 << 30} bytes, more than the 268435456 any wheel of ours may" in proc.stdout, proc.stderr
     assert peak < 300, f"peak RSS {peak:.0f} MiB"
@@ -233,7 +233,7 @@ def test_merge_names_its_output_the_same_under_any_hash_seed(tmp_path):
     names = set()
     for seed in ("0", "1", "2", "3"):
         out = tmp_path / f"out{seed}"
-        code = (f"from pathlib import Path\nfrom ci import merge\n"
+        code = (f"from pathlib import Path\nfrom ci.stages import merge\n"
                 f"print(merge.merge([Path(w) for w in {[str(w) for w in wheels]!r}], Path({str(out)!r})).name)")
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                               env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": seed})

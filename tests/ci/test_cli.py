@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from ci import cli, errors
-from ci.envs import ROOT
+from ci.util.envs import ROOT
 
 
 def ci(*args):
@@ -26,14 +26,16 @@ def test_each_kind_of_error_has_its_exit_code_and_one_message(args, code, messag
 
 
 def test_a_configuration_error_and_debug_shows_the_traceback(monkeypatch, capsys):
-    from ci import matrix
+    from ci.declaration import matrix
 
     def undeclared(minor):
         raise matrix.invalid("torch", f"torch {minor} is not declared")
 
-    monkeypatch.setattr(cli, "cmd_check_tag", lambda args: undeclared("9.9"))
+    from ci.publish import release
+
+    monkeypatch.setattr(release, "check_tag", lambda tag, on_branch: undeclared("9.9"))
     assert cli.main(["check-tag", "v0"]) == errors.ConfigurationError.return_code == 2
-    assert capsys.readouterr().err == "ci/matrix.toml: torch: torch 9.9 is not declared\n"
+    assert capsys.readouterr().err == "ci/declaration/matrix.toml: torch: torch 9.9 is not declared\n"
     assert cli.main(["--debug", "check-tag", "v0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "undeclared" in err and err.endswith("torch 9.9 is not declared\n")

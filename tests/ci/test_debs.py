@@ -1,17 +1,16 @@
-"""ci/debs.py (Debian packages fetched and unpacked without installing them) and the CUDA 12 toolkit's
-pins and layout (ci/cuda.py): mirrors, hash-pinned fetching from a hostile server, hostile .debs."""
+"""ci/stages/debs.py (Debian packages fetched and unpacked without installing them) and the CUDA 12 toolkit's
+pins and layout (ci/stages/cuda.py): mirrors, hash-pinned fetching from a hostile server, hostile .debs."""
 
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from ci import cuda, debs, matrix
+from ci.declaration import matrix
 from ci.errors import PipelineError
+from ci.stages import cuda, debs
 
 
 def ar_archive(members: dict[str, bytes]) -> bytes:
@@ -63,28 +62,10 @@ def test_the_mirror_comes_from_apt_then_debootstrap_then_the_variable(tmp_path, 
 
 
 @pytest.fixture()
-def server():
+def server(loopback):
     """A local HTTP server answering each path with the bytes in `pages` (a hostile mirror)."""
-    pages = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = pages.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", pages
-    httpd.shutdown()
+    mirror = loopback()
+    return mirror.url, mirror.routes
 
 
 def test_fetch_keeps_only_bytes_matching_the_pin(server, tmp_path):

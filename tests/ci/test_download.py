@@ -1,50 +1,21 @@
 """download and index against local HTTP servers on 127.0.0.1: a fake GitHub
 release API, and a generated simple index checked with real pip."""
 
-import functools
 import hashlib
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from ci import download, envs, index
-from ci.pick import Target
+from ci.publish import download, index
+from ci.publish.pick import Target
+from ci.util import envs
 from tests.ci.wheel_factory import make_wheel
+from tests.loopback import body
 
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_28_aarch64", "macosx_14_0_arm64"]
-
-
-class Server:
-    """Serves a folder, plus optional canned JSON routes, on a free loopback port."""
-
-    def __init__(self, root: Path, routes: dict[str, bytes] | None = None):
-        routes = routes if routes is not None else {}
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):
-                if self.path in routes:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.end_headers()
-                    self.wfile.write(routes[self.path])
-                else:
-                    super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def final_wheels(folder: Path) -> list[Path]:
@@ -54,23 +25,22 @@ def final_wheels(folder: Path) -> list[Path]:
 
 
 @pytest.fixture
-def release(tmp_path, monkeypatch):
+def release(tmp_path, monkeypatch, loopback):
     """A fake GitHub API serving a release with our three platform wheels, SHA256SUMS and the sdist."""
     files = tmp_path / "dl"
     wheels = final_wheels(files)
     (files / "torch_segment_ops-0.1.0.tar.gz").write_bytes(b"sdist")
     sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(files.iterdir()))
     (files / "SHA256SUMS").write_text(sums)
-    routes = {}
-    server = Server(files, routes)  # routes are read per request, so they can be filled in now
+    server = loopback(files)
     assets = [{"name": p.name, "browser_download_url": f"{server.url}/{p.name}", "url": f"{server.url}/{p.name}"}
               for p in sorted(files.iterdir())]
-    routes["/repos/o/r/releases/tags/v0.1.0"] = json.dumps({"assets": assets}).encode()
+    listing = json.dumps({"assets": assets}).encode()
+    server.routes["/repos/o/r/releases/tags/v0.1.0"] = body(listing, "application/json")
     monkeypatch.setenv("GITHUB_API_URL", server.url)
     monkeypatch.delenv("GH_TOKEN", raising=False)
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
-    yield files, wheels
-    server.close()
+    return files, wheels
 
 
 @pytest.mark.parametrize("platform", ["linux-x86_64", "linux-aarch64", "macos-arm64"])
@@ -126,14 +96,12 @@ def test_network_error_is_a_clean_failure(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def simple_index(tmp_path):
+def simple_index(tmp_path, loopback):
     dist = tmp_path / "dist"
     final_wheels(dist)
     (dist / "torch_segment_ops-0.1.0.tar.gz").write_bytes(b"sdist")
     index.build_index(dist, tmp_path / "site")
-    server = Server(tmp_path / "site")
-    yield server.url + "/simple", dist
-    server.close()
+    return loopback(tmp_path / "site").url + "/simple", dist
 
 
 def pip_download(index_url: str, platform: str, python: str, dest: Path) -> list[str]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ci import download
-from ci.pick import Target, select_versions
-from tests.ci.test_download_hostile import Hostile, body
+from ci.publish import download
+from ci.publish.pick import Target, select_versions
 from tests.ci.wheel_factory import make_wheel
+from tests.loopback import Loopback, body
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "py3-none-manylinux_2_28_x86_64"
@@ -32,7 +32,7 @@ class Index:
     """A PEP 503 page (or PEP 691 JSON) for torch-segment-ops on a loopback server, listing chosen files."""
 
     def __init__(self):
-        self.server = Hostile()
+        self.server = Loopback()
         self.url = f"{self.server.url}/simple"
         self.entries = []
 

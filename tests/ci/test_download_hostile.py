@@ -2,13 +2,10 @@
 "localhost", as a second host): tokens, redirects, endless or dripping bodies,
 bad checksum files, malformed answers, leftovers."""
 
-import argparse
 import hashlib
-import http.server
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,67 +13,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ci import download, index
-from ci.pick import Target
+from ci.publish import download, http_client, index
+from ci.publish.pick import Target
 from tests.ci.test_download import final_wheels
+from tests.loopback import Loopback, body, redirect
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Hostile:
-    """A loopback server whose routes are functions of the request handler; records headers seen."""
-
-    def __init__(self, host="127.0.0.1"):
-        self.routes, self.seen = {}, []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.seen.append((self.path, dict(self.headers)))
-                route = outer.routes.get(self.path)
-                if route is None:
-                    self.send_error(404)
-                else:
-                    route(self)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
-        self.url = f"http://{'localhost' if host != '127.0.0.1' else host}:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def body(data: bytes, content_type="application/octet-stream"):
-    def route(handler):
-        handler.send_response(200)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-    return route
-
-
-def redirect(url):
-    def route(handler):
-        handler.send_response(302)
-        handler.send_header("Location", url)
-        handler.end_headers()
-    return route
-
-
 @pytest.fixture
-def servers(monkeypatch):
-    api, storage = Hostile(), Hostile("localhost")
+def servers(monkeypatch, loopback):
+    api, storage = loopback(), loopback(host="localhost")
     monkeypatch.setenv("GITHUB_API_URL", api.url)
     monkeypatch.setenv("GH_TOKEN", "secret-token")
-    yield api, storage
-    api.close()
-    storage.close()
+    return api, storage
 
 
 def publish(api, storage, files: dict[str, bytes], sums: str | None = None):
@@ -111,14 +61,14 @@ def test_a_redirect_to_plain_http_elsewhere_is_refused(servers):
     api, _ = servers
     api.routes["/x"] = redirect("http://example.invalid/x")
     with pytest.raises(download.DownloadError, match="refusing http://example.invalid/x: only https"):
-        download.fetch(f"{api.url}/x")
+        http_client.fetch(f"{api.url}/x")
     with pytest.raises(download.DownloadError, match="refusing ftp://example.invalid/"):
-        download.fetch("ftp://example.invalid/")
+        http_client.fetch("ftp://example.invalid/")
 
 
 def test_an_endless_body_stops_at_the_size_cap(servers, monkeypatch):
     api, _ = servers
-    monkeypatch.setattr(download, "MAX_BYTES", 1 << 20)
+    monkeypatch.setattr(http_client, "MAX_BYTES", 1 << 20)
 
     def endless(handler):  # bounded, so the test server stops by itself
         handler.send_response(200)
@@ -130,12 +80,12 @@ def test_an_endless_body_stops_at_the_size_cap(servers, monkeypatch):
             pass
     api.routes["/big"] = endless
     with pytest.raises(download.DownloadError, match=r"sent more than 1048576 bytes; stopped"):
-        download.fetch(f"{api.url}/big")
+        http_client.fetch(f"{api.url}/big")
 
 
 def test_a_dripping_server_hits_the_deadline(servers, monkeypatch):
     api, _ = servers
-    monkeypatch.setattr(download, "DEADLINE_S", 1.0)
+    monkeypatch.setattr(http_client, "DEADLINE_S", 1.0)
 
     def drip(handler):
         handler.send_response(200)
@@ -151,7 +101,7 @@ def test_a_dripping_server_hits_the_deadline(servers, monkeypatch):
     api.routes["/slow"] = drip
     start = time.monotonic()
     with pytest.raises(download.DownloadError, match="took longer than 1 s"):
-        download.fetch(f"{api.url}/slow")
+        http_client.fetch(f"{api.url}/slow")
     assert time.monotonic() - start < 4
 
 
@@ -178,7 +128,7 @@ def test_duplicate_identical_lines_and_upper_case_digests_are_fine(servers, whee
     assert got.name.endswith("macosx_14_0_arm64.whl")
 
 
-def test_an_upper_case_digest_in_an_index_is_accepted(tmp_path):
+def test_an_upper_case_digest_in_an_index_is_accepted(tmp_path, loopback):
     dist = tmp_path / "dist"
     final_wheels(dist)
     index.build_index(dist, tmp_path / "site")
@@ -189,15 +139,12 @@ def test_an_upper_case_digest_in_an_index_is_accepted(tmp_path):
         text = text.replace(f"sha256={digest}", f"sha256={digest.upper()}")
     page.write_text(text)
     (tmp_path / "site" / "simple" / "torch-segment-ops" / "index.json").unlink()
-    server = Hostile()
-    try:
-        server.routes["/simple/torch-segment-ops/"] = body(text.encode(), "text/html")
-        for path in (tmp_path / "site" / "files").iterdir():
-            server.routes[f"/files/{path.name}"] = body(path.read_bytes())
-        target = Target("linux-x86_64", "3.12", "2.13.0")
-        got = download.download(download.IndexSource(f"{server.url}/simple", target), target, tmp_path / "out")
-    finally:
-        server.close()
+    server = loopback()
+    server.routes["/simple/torch-segment-ops/"] = body(text.encode(), "text/html")
+    for path in (tmp_path / "site" / "files").iterdir():
+        server.routes[f"/files/{path.name}"] = path.read_bytes()
+    target = Target("linux-x86_64", "3.12", "2.13.0")
+    got = download.download(download.IndexSource(f"{server.url}/simple", target), target, tmp_path / "out")
     assert got.exists()
 
 
@@ -236,10 +183,10 @@ def test_file_names_from_the_server_stay_in_the_output_folder(tmp_path, name):
     ("http://10.0.0.1/x", False), ("http://[::ffff:8.8.8.8]/x", False)])
 def test_loopback_is_decided_from_the_address_not_a_name_prefix(url, allowed):
     if allowed:
-        download.check_url(url)
+        http_client.check_url(url)
     else:
         with pytest.raises(download.DownloadError, match="only https"):
-            download.check_url(url)
+            http_client.check_url(url)
 
 
 def test_a_body_cut_short_of_its_content_length_is_an_error(servers):
@@ -253,7 +200,7 @@ def test_a_body_cut_short_of_its_content_length_is_an_error(servers):
         handler.close_connection = True
     api.routes["/short"] = short
     with pytest.raises(download.DownloadError, match="sent 17 bytes but announced 1000; the transfer was cut short"):
-        download.fetch(f"{api.url}/short")
+        http_client.fetch(f"{api.url}/short")
 
 
 def peak_rss_mib_of(code: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -288,7 +235,8 @@ def test_an_artifact_that_unpacks_to_gigabytes_is_refused_with_bounded_memory(se
         {"name": "wheels-manylinux_2_28_x86_64", "archive_download_url": f"{storage.url}/a.zip"}]}).encode(),
         "application/json")
     proc, peak = peak_rss_mib_of(
-        "import os, sys\nfrom pathlib import Path\nfrom ci import download\nfrom ci.pick import Target\n"
+        "import os, sys\nfrom pathlib import Path\n"
+        "from ci.publish import download\nfrom ci.publish.pick import Target\n"
         f"os.environ['GITHUB_API_URL'] = {api.url!r}\n"
         "try:\n    download.RunSource('o/r', '1', Target('linux-x86_64', '3.12'))\n"
         "except download.DownloadError as error:\n    print(error)\n")
@@ -299,7 +247,7 @@ def test_an_artifact_that_unpacks_to_gigabytes_is_refused_with_bounded_memory(se
 def test_a_wheel_with_a_gigabyte_metadata_is_refused_not_a_memory_error(tmp_path):
     wheel = zip_of({"torch_segment_ops-0.1.0.dist-info/METADATA": 1 << 30}, tmp_path / "x.whl").read_bytes()
     proc, peak = peak_rss_mib_of(
-        "from pathlib import Path\nfrom ci import download\n"
+        "from pathlib import Path\nfrom ci.publish import download\n"
         f"try:\n    download.wheel_metadata(Path({str(tmp_path / 'x.whl')!r}).read_bytes(), 'x.whl')\n"
         "except download.DownloadError as error:\n    print(error)\n")
     assert len(wheel) < 2 << 20
@@ -331,8 +279,8 @@ PAGES = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def fuzz_server():
-    server = Hostile()
+def fuzz_server():  # one for all examples (function-scoped loopback would start one per example)
+    server = Loopback()
     yield server
     server.close()
 
@@ -343,7 +291,7 @@ def test_a_fuzzed_index_page_is_a_download_error_or_nothing(fuzz_server, tmp_pat
     """Whatever the index page says, the verb answers with its one error type (no traceback, no file)."""
     fuzz_server.routes["/simple/torch-segment-ops/"] = body(
         page, "application/vnd.pypi.simple.v1+json" if json_type else "text/html")
-    args = argparse.Namespace(index=f"{fuzz_server.url}/simple", release=None, run=None, repo=None)
     with pytest.raises(download.DownloadError):
-        download.run(args, Target("linux-x86_64", "3.12", "2.13.0"), tmp_path / "out")
+        download.run(download.Where(index=f"{fuzz_server.url}/simple"), Target("linux-x86_64", "3.12", "2.13.0"),
+                     tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -8,10 +8,10 @@ import tarfile
 
 import pytest
 
-from ci import guard, index
-from ci.release import package_version
-from tests.ci.test_download import Server
+from ci.publish import guard, index
+from ci.publish.release import package_version
 from tests.ci.wheel_factory import make_wheel
+from tests.loopback import body
 
 NAME, SOURCE = guard.project()
 OURS = f"Project-URL: Source, {SOURCE}"
@@ -28,17 +28,16 @@ def sdist(folder, version, headers):
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, loopback):
     """serve(files, pep658=True, as_json=False) -> index URL listing those files."""
-    servers = []
-
     def start(files, pep658=True, as_json=False):
-        dist = tmp_path / f"dist{len(servers)}"
+        n = len(list(tmp_path.glob("dist*")))
+        dist = tmp_path / f"dist{n}"
         dist.mkdir()
         for make in files:
             make(dist)
-        root = tmp_path / f"site{len(servers)}"
-        routes = {}
+        root = tmp_path / f"site{n}"
+        server = loopback(root)
         if files:
             index.build_index(dist, root)
             project = root / "simple" / NAME
@@ -53,15 +52,12 @@ def serve(tmp_path):
                     file.pop("core-metadata", None)
                 (project / "index.json").write_text(json.dumps(listing))
             if as_json:
-                routes[f"/simple/{NAME}/"] = (project / "index.json").read_bytes()
+                server.routes[f"/simple/{NAME}/"] = body((project / "index.json").read_bytes(), "application/json")
         else:
             root.mkdir()
-        servers.append(Server(root, routes))
-        return f"{servers[-1].url}/simple"
+        return f"{server.url}/simple"
 
-    yield start
-    for server in servers:
-        server.close()
+    return start
 
 
 def wheel(version, *headers):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ci import local
 from ci.errors import CheckFailed
+from ci.lanes import local
 
 
 def test_the_table_says_passed_or_failed_and_the_log_holds_the_details(tmp_path):

@@ -3,7 +3,7 @@ libraries are checked by test_macos_e2e.py."""
 
 import pytest
 
-from ci import audit, macho
+from ci.stages import audit, macho
 
 GOOD = {"cpu": "ARM64", "minos": "14.0", "signature": None,
         "dylibs": ["/usr/lib/libSystem.B.dylib", "/usr/lib/libc++.1.dylib", "@rpath/libc10.dylib"],

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ci import matrix
+from ci.declaration import matrix
 from ci.errors import PipelineError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -84,13 +84,13 @@ def changed(*path, value=None, delete=False):
     (("release", "gpu_runners"), ["a"], "release.gpu_runners: unknown key"),
 ])
 def test_bad_declarations_are_errors_naming_the_key(path, value, message):
-    with pytest.raises(PipelineError, match="ci/matrix.toml: " + message):
+    with pytest.raises(PipelineError, match="ci/declaration/matrix.toml: " + message):
         matrix.parse(changed(*path, value=value))
 
 
 @pytest.mark.parametrize("path", [("package", "torch_floor"), ("platforms", "macos-arm64", "runner"), ("local",)])
 def test_missing_keys_are_errors_naming_the_key(path):
-    with pytest.raises(PipelineError, match="ci/matrix.toml: " + ".".join(path) + ": missing"):
+    with pytest.raises(PipelineError, match="ci/declaration/matrix.toml: " + ".".join(path) + ": missing"):
         matrix.parse(changed(*path, delete=True))
 
 
@@ -129,7 +129,7 @@ def test_requires_torch_range():
 
 
 def test_local_torches_are_declared_and_the_dev_env_uses_them(monkeypatch):
-    from ci import envs
+    from ci.util import envs
 
     local = matrix.declaration().local
     assert all(matrix.torch(m) for m in local.torch + local.aarch64_torch)
@@ -140,9 +140,9 @@ def test_local_torches_are_declared_and_the_dev_env_uses_them(monkeypatch):
 
 
 def test_requirement_includes_are_part_of_the_env_spec():
-    from ci import envs
+    from ci.util import envs
 
-    text = envs.requirements_text(envs.ROOT / "ci" / "requirements-dev.txt")
+    text = envs.requirements_text(envs.REQUIREMENTS / "dev.txt")
     assert "-r " not in text and "ninja==" in text and "uv==" in text and "ruff==" in text
 
 

@@ -2,9 +2,9 @@ import zipfile
 
 import pytest
 
-from ci import audit, merge
 from ci.errors import PipelineError
-from ci.wheels import WheelInfo
+from ci.stages import audit, merge
+from ci.stages.wheels import WheelInfo
 from tests.ci.wheel_factory import make_wheel
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ci import matrix, names
+from ci.declaration import matrix, names
 
 
 @pytest.mark.parametrize("minor", [None, "2.14"])

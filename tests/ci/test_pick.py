@@ -2,7 +2,7 @@
 
 import pytest
 
-from ci.pick import Candidate, Target, rank, reject_reasons
+from ci.publish.pick import Candidate, Target, rank, reject_reasons
 
 W = "torch_segment_ops-0.1.0-{}.whl"
 

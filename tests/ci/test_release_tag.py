@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ci import release
 from ci.errors import PipelineError
+from ci.publish import release
 
 VERSION = release.package_version()
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,12 +54,13 @@ def test_a_tag_that_is_not_the_version_is_refused(repo):
 
 
 def test_with_no_gpu_runner_declared_the_release_stops_naming_the_key(monkeypatch):
-    from ci import matrix
-    from ci.release import REPLAY_GPU_RUNNER, gpu_runner
+    from ci.declaration import matrix
+    from ci.publish.release import REPLAY_GPU_RUNNER, gpu_runner
 
     monkeypatch.delenv(REPLAY_GPU_RUNNER, raising=False)
-    assert matrix.declaration().release.gpu_runner == ""  # none yet: see ci/matrix.toml [release]
-    with pytest.raises(PipelineError, match=r"no GPU runner is declared \(ci/matrix.toml: release.gpu_runner\).* "
+    assert matrix.declaration().release.gpu_runner == ""  # none yet: see ci/declaration/matrix.toml [release]
+    with pytest.raises(PipelineError, match=r"no GPU runner is declared "
+                                            r"\(ci/declaration/matrix.toml: release.gpu_runner\).* "
                                             "Nothing was published"):
         gpu_runner()
     proc = subprocess.run([sys.executable, "-m", "ci", "gpu-runner"], cwd=ROOT, capture_output=True, text=True,

@@ -2,7 +2,7 @@ import ast
 import sys
 from pathlib import Path
 
-from ci import repair
+from ci.stages import repair
 
 
 def fake_torch_lib(tmp_path: Path) -> Path:
@@ -37,7 +37,10 @@ def imports_of(path: Path) -> set[str]:
     for node in nodes:
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                found |= imports_of(path.with_name(f"{node.module}.py"))
+                package = path.parents[node.level - 1]
+                modules = [node.module] if node.module else [alias.name for alias in node.names]
+                for module in modules:
+                    found |= imports_of(package.joinpath(*module.split(".")).with_suffix(".py"))
             else:
                 found.add(node.module.split(".")[0])
     return found

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from ci import replay
+from ci.lanes import replay
 
 ENGINE = """
 on: push

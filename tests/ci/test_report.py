@@ -3,8 +3,9 @@
 import json
 from pathlib import Path
 
-from ci import matrix, report
-from ci.report import CIBW, CROSS, CUDA_NOTE, GITHUB, NATIVE, QEMU, Record
+from ci.declaration import matrix
+from ci.lanes import report
+from ci.lanes.report import CIBW, CROSS, CUDA_NOTE, GITHUB, NATIVE, QEMU, Record
 
 
 def rows_by_cell(records):
@@ -56,7 +57,7 @@ def test_the_documentation_page_is_the_reports_output():
 
 
 def test_a_cell_that_ran_only_the_cpu_kernels_says_so_in_the_report():
-    from ci.local import record_result
+    from ci.lanes.local import record_result
 
     row = ("torch 2.10.0+cu128, torch_segment_ops 0.1.0, build stable (python 3.11.7, from /x) [torch uses CUDA "
            "12.8, the wheel has CUDA 13 builds: import refused with the clear ImportError; CPU kernels tested with "

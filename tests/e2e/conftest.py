@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from ci import local
+from ci.lanes import local
 
 EPOCH = "1700000000"
 

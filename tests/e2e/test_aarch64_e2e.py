@@ -9,8 +9,10 @@ import zipfile
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from ci import aarch64, audit, local, matrix
-from ci.wheels import WheelInfo
+from ci.declaration import matrix
+from ci.lanes import aarch64, local
+from ci.stages import audit
+from ci.stages.wheels import WheelInfo
 
 MINORS = matrix.declaration().local.aarch64_torch
 

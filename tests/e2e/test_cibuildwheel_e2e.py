@@ -1,5 +1,5 @@
 """The real cibuildwheel Linux build in a local container (stand-in image,
-see ci/container.py): our [tool.cibuildwheel] unchanged, our verbs as its
+see ci/lanes/container.py): our [tool.cibuildwheel] unchanged, our verbs as its
 hooks. Slow (~1.5 min warm, ~4 min cold); run by .ci/run as root."""
 
 import subprocess
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ci import container, matrix
+from ci.declaration import matrix
+from ci.lanes import container
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(bool(container.missing()), reason=f"cibuildwheel lane: {container.missing()}")]

@@ -10,8 +10,9 @@ import zipfile
 import pytest
 from wheel.wheelfile import WheelFile
 
-from ci import audit, cuda, matrix
-from ci.wheels import WheelInfo
+from ci.declaration import matrix
+from ci.stages import audit, cuda
+from ci.stages.wheels import WheelInfo
 
 pytestmark = pytest.mark.slow
 MAJORS = matrix.platform("linux-x86_64").cuda
@@ -89,7 +90,7 @@ def test_audit_refuses_a_record_that_does_not_match_the_declaration(wheelhouse, 
 
 def test_audit_refuses_a_wheel_missing_a_declared_cuda_build(wheelhouse, tmp_path):
     stripped = rewrite(final(wheelhouse), tmp_path, {f"{CU}/_C.so": None, f"{CU}/build.json": None})
-    assert audit.check_cuda(stripped) == ["no CUDA 13 build (ci/matrix.toml declares it for linux-x86_64)"]
+    assert audit.check_cuda(stripped) == ["no CUDA 13 build (ci/declaration/matrix.toml declares it for linux-x86_64)"]
 
 
 def test_audit_refuses_grafted_or_extra_cuda_libraries(wheelhouse, tmp_path):

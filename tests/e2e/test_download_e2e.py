@@ -5,8 +5,10 @@ import subprocess
 
 import pytest
 
-from ci import envs, index, matrix
-from tests.ci.test_download import Server
+from ci.declaration import matrix
+from ci.publish import index
+from ci.util import envs
+from tests.loopback import Loopback
 
 
 @pytest.mark.slow
@@ -17,7 +19,7 @@ def test_pip_install_from_the_index_runs_here(wheelhouse, tmp_path):
     dist.mkdir()
     shutil.copy(merged, dist)
     index.build_index(dist, tmp_path / "site")
-    server = Server(tmp_path / "site")
+    server = Loopback(tmp_path / "site")
     try:
         base = envs.base_env(matrix.declaration().local.python, matrix.torch("2.13").pin)
         env = envs.overlay_env(base, "index", path=tmp_path / "env")

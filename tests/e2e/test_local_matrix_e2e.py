@@ -12,7 +12,8 @@ import zipfile
 
 import pytest
 
-from ci import local, matrix, report
+from ci.declaration import matrix
+from ci.lanes import local, report
 
 pytestmark = pytest.mark.slow
 CELLS = matrix.local_matrix_cells()

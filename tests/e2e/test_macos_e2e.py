@@ -8,8 +8,10 @@ import zipfile
 import pytest
 from wheel.wheelfile import WheelFile
 
-from ci import audit, macho, macos, matrix, repair
-from ci.wheels import WheelInfo
+from ci.declaration import matrix
+from ci.lanes import macos
+from ci.stages import audit, macho, repair
+from ci.stages.wheels import WheelInfo
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(macos.missing()), reason=f"macOS lane: {macos.missing()}")]
 BUILD = matrix.build_torch()  # stable mode: the one build, against the build torch

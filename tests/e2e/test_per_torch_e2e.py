@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from ci import audit, build, matrix, merge, repair, smoke
-from ci.wheels import WheelInfo
+from ci.declaration import matrix
+from ci.stages import audit, build, merge, repair, smoke
+from ci.stages.wheels import WheelInfo
 
 pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "aten_ext"

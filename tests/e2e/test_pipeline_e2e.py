@@ -11,8 +11,10 @@ import zipfile
 import pytest
 from wheel.wheelfile import WheelFile
 
-from ci import audit, build, guard, matrix, smoke
-from ci.wheels import WheelInfo
+from ci.declaration import matrix
+from ci.publish import guard
+from ci.stages import audit, build, smoke
+from ci.stages.wheels import WheelInfo
 from tests.e2e.conftest import EPOCH
 from tests.old_names import members, old_names
 
@@ -77,7 +79,7 @@ def test_audit_rejects_a_wheel_with_grafted_torch(wheelhouse, tmp_path):
 
 
 def envs_torch_lib(minor):
-    from ci import envs
+    from ci.util import envs
 
     return envs.base_env(matrix.declaration().local.python, matrix.torch(minor).pin).site_packages / "torch" / "lib"
 

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from ci import container, matrix, replay
-from ci.release import package_version
+from ci.declaration import matrix
+from ci.lanes import container, replay
+from ci.publish.release import package_version
 
 
 @pytest.mark.slow

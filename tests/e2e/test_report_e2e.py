@@ -4,8 +4,9 @@ import shutil
 
 import pytest
 
-from ci import matrix, report
-from ci.report import CROSS, NATIVE
+from ci.declaration import matrix
+from ci.lanes import report
+from ci.lanes.report import CROSS, NATIVE
 from tests.ci.test_report import rows_by_cell
 
 

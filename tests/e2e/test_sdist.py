@@ -7,7 +7,10 @@ import tarfile
 
 import pytest
 
-from ci import build, envs, guard, matrix, smoke
+from ci.declaration import matrix
+from ci.publish import guard
+from ci.stages import build, smoke
+from ci.util import envs
 from tests.old_names import old_names
 
 pytestmark = pytest.mark.slow
@@ -17,7 +20,7 @@ WORKFLOW_PYTHON = "3.12"  # the sdist job's setup-python (checked against wheels
 @pytest.fixture(scope="module")
 def job_env():
     """A clean env holding only what the sdist job installs: no torch."""
-    return envs.tools_env(WORKFLOW_PYTHON, "sdist-job", [build.ROOT / "ci" / "requirements-pipeline.lock"])
+    return envs.tools_env(WORKFLOW_PYTHON, "sdist-job", [build.REQUIREMENTS / "pipeline.lock"])
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_the_workflow_builds_the_sdist_as_this_test_does():
     job = build.ROOT.joinpath(".github", "workflows", "wheels.yml").read_text().split("\n  sdist:\n")[1]
     job = job.split("\n\n")[0]
     assert f'python-version: "{WORKFLOW_PYTHON}"' in job
-    assert "pip install --require-hashes -r ci/requirements-pipeline.lock" in job
+    assert "pip install --require-hashes -r ci/requirements/pipeline.lock" in job
     assert "python -m ci sdist --out sdist" in job
 
 
@@ -65,7 +68,8 @@ def test_sdist_contains_everything_the_build_needs(sdist):
                    "csrc/segment_reduce.cpp", "csrc/gather_csr.cpp", "csrc/segment_softmax.cpp",
                    # setup.py reads the floor (TORCH_TARGET_VERSION, torch>=floor) and the CUDA builds there,
                    # through the one reader of the declaration
-                   "ci/matrix.toml", "ci/__init__.py", "ci/matrix.py", "ci/names.py", "ci/errors.py",
+                   "ci/declaration/matrix.toml", "ci/__init__.py", "ci/errors.py", "ci/declaration/__init__.py",
+                   "ci/declaration/matrix.py", "ci/declaration/names.py",
                    "torch_segment_ops/__init__.py", "torch_segment_ops/_loader.py", "torch_segment_ops/ops.py"]:
         assert needed in names, needed
 
@@ -74,7 +78,7 @@ def test_installs_from_source_against_the_installed_torch(sdist, tmp_path):
     """Without build isolation it builds against the torch that is installed (2.13 here)."""
     pin = matrix.torch("2.13").pin
     base = envs.base_env(matrix.declaration().local.python, pin)
-    env = envs.overlay_env(base, "sdist", [build.ROOT / "ci" / "requirements-build.txt"], path=tmp_path / "env")
+    env = envs.overlay_env(base, "sdist", [build.REQUIREMENTS / "build.txt"], path=tmp_path / "env")
     env.pip("install", "--no-build-isolation", "--no-deps", str(sdist))
     result = smoke.run_check(env)
     assert result.ok, result.output

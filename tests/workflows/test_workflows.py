@@ -1,5 +1,5 @@
 """Lint the workflows, check their structure and security conventions, and
-check they agree with ci/matrix.toml and with what cibuildwheel resolves
+check they agree with ci/declaration/matrix.toml and with what cibuildwheel resolves
 (tests/ci/test_replay.py runs them)."""
 
 import json
@@ -12,7 +12,8 @@ import pytest
 import tomllib
 import yaml
 
-from ci import lint, matrix
+from ci.declaration import matrix
+from ci.dev import lint
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = {p.name: yaml.safe_load(p.read_text()) for p in (ROOT / ".github" / "workflows").glob("*.yml")}
@@ -65,12 +66,12 @@ def test_jobs_that_produce_or_publish_wheels_install_only_hash_pinned_locks():
     for name, job_id, run in installs:
         if (name, job_id) in {("ci.yml", "lint"), ("ci.yml", "test")}:
             continue  # they produce no release artifact
-        assert "--require-hashes -r ci/requirements-" in run and run.endswith(".lock"), (name, job_id, run)
-    assert "--require-hashes -r ci/requirements-build.lock" in CIBW["before-build"]
+        assert "--require-hashes -r ci/requirements/" in run and run.endswith(".lock"), (name, job_id, run)
+    assert "--require-hashes -r ci/requirements/build.lock" in CIBW["before-build"]
 
 
 def test_the_locks_are_what_their_requirements_resolve_to():
-    from ci import lock
+    from ci.dev import lock
 
     assert lock.stale() == [], "regenerate them with `python -m ci lock`"
 
@@ -143,7 +144,7 @@ def test_release_guard_runs_first_and_right_before_the_upload():
     guard = next(i for i, r in enumerate(pypi) if r.startswith("python -m ci release-guard"))
     upload = next(i for i, r in enumerate(pypi) if r.startswith("pypa/gh-action-pypi-publish"))
     assert guard < upload
-    assert "python -m pip install --require-hashes -r ci/requirements-release.lock" in pypi[:guard]
+    assert "python -m pip install --require-hashes -r ci/requirements/release.lock" in pypi[:guard]
 
 
 def test_no_expressions_inside_run_scripts():
@@ -215,7 +216,7 @@ def test_cibuildwheel_resolves_our_verbs(tmp_path):
     assert result.returncode != 0 and "docker is too old or is not working properly" in result.stderr, result.stderr
     options = dict(re.findall(r"^\s+(\w+): (.*)$", result.stdout, re.MULTILINE))
     assert options["repair_command"] == "cd {project} && python -m ci repair -w {dest_dir} {wheel}"
-    assert options["test_command"] == "python {project}/ci/smoke_check.py"
+    assert options["test_command"] == "python {project}/ci/scripts/smoke_check.py"
     assert options["before_build"].endswith("python -m ci install-torch && python -m ci install-cuda "
                                             "/tmp/torch-segment-ops-cuda")
     assert 'TORCH_SEGMENT_OPS_CUDA_DIR="/tmp/torch-segment-ops-cuda"' in result.stdout  # its environment

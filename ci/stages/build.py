@@ -1,0 +1,90 @@
+"""`build`: the wheel built against one torch minor on this machine (stable mode: the one
+py3-none build; per-torch mode: the abi3 build for that minor).
+
+The build is non-isolated, in a cached env holding exactly the pinned torch
+(plus setuptools/wheel/ninja), and from a fresh copy of the source tree so no
+object file compiled against another torch can be reused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..declaration import matrix
+from ..errors import PipelineError
+from ..util import envs
+from ..util.envs import REQUIREMENTS, ROOT, log
+from . import cuda
+
+# Never copied into a build: outputs and caches that could leak into it.
+IGNORED = shutil.ignore_patterns(
+    ".git", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__", ".venv*", "_builds",
+    ".pytest_cache", ".hypothesis", ".ruff_cache", "*.so", "*.whl",
+)
+
+
+def torch_base(python: str, torch_pin: str) -> envs.Env:
+    """The cached env holding torch_pin for python (from local disk, or the registry when not there)."""
+    return envs.base_env(python, torch_pin, matrix.from_registry(python, torch_pin))
+
+
+def build_env(python: str, torch_pin: str) -> envs.Env:
+    return envs.overlay_env(torch_base(python, torch_pin), "build", [REQUIREMENTS / "build.txt"])
+
+
+def source_date_epoch() -> str:
+    """SOURCE_DATE_EPOCH from the environment, else the last commit's time."""
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        return os.environ["SOURCE_DATE_EPOCH"]
+    out = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "315532800"  # 1980-01-01, the earliest zip date
+
+
+def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Path = ROOT,
+          cuda_majors: tuple[str, ...] | None = None) -> Path:
+    """Build the wheel for torch_minor into out_dir and return its path; with the CUDA builds this
+    platform declares (default), or those of cuda_majors."""
+    t = matrix.torch(torch_minor)
+    python = python or matrix.declaration().local.python
+    env = build_env(python, t.pin)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="torch-segment-ops-build-") as tmp:
+        tree = Path(tmp) / "src"
+        shutil.copytree(source, tree, ignore=IGNORED)
+        log(f"building the wheel for torch {t.pin} (CPython {python}) ...")
+        environ = dict(envs.pip_environ(), SOURCE_DATE_EPOCH=source_date_epoch(),
+                       **cuda.build_environ(cuda.cache(), cuda_majors))
+        fresh = Path(tmp) / "dist"  # then moved: a wheel of the same name already in out_dir is replaced
+        subprocess.run(
+            [str(env.python), "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(fresh),
+             str(tree)],
+            check=True, env=environ,
+        )
+        built = sorted(fresh.glob("*.whl"))
+        if len(built) != 1:
+            raise PipelineError(f"expected one wheel from the build, found {[p.name for p in built]}")
+        built = [Path(shutil.move(built[0], out_dir / built[0].name))]
+    return built[0]
+
+
+def sdist(out_dir: Path, isolated: bool = True) -> Path:
+    """The source distribution (needs no torch: setup.py only imports it to compile)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    before = set(out_dir.glob("*.tar.gz"))
+    flags = [] if isolated else ["--no-isolation"]
+    environ = dict(os.environ, SOURCE_DATE_EPOCH=source_date_epoch())
+    subprocess.run([sys.executable, "-m", "build", "--sdist", *flags, "-o", str(out_dir), str(ROOT)], check=True,
+                   env=environ)
+    made = sorted(set(out_dir.glob("*.tar.gz")) - before) or sorted(out_dir.glob("*.tar.gz"))
+    return made[-1]
+
+
+def cibuildwheel(args: list[str]) -> int:
+    """cibuildwheel with SOURCE_DATE_EPOCH set from the last commit (reproducible wheels)."""
+    environ = dict(os.environ, SOURCE_DATE_EPOCH=source_date_epoch())
+    return subprocess.run([sys.executable, "-m", "cibuildwheel", *args], cwd=ROOT, env=environ).returncode
