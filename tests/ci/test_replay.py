@@ -1,13 +1,17 @@
-"""The workflow replay: its engine on small workflows written here (fast), and
-the release workflow end to end (slow, root: it needs the container lane)."""
+"""The workflow replay: act with our stand-ins on a small workflow written here (a few seconds),
+the cells it leaves out and why, and the jobs after the GPU gate. The release workflow end to end
+is tests/e2e/test_replay_e2e.py (slow, root: it needs the container lane)."""
 
+import json
 import subprocess
 
 import pytest
+import yaml
 
 from ci.lanes import replay
 
-ENGINE = """
+CELLS = '{"include":[{"n":"1","runner":"ubuntu-latest"},{"n":"2","runner":"macos-14"}]}'
+WORKFLOW = f"""
 on: push
 env:
   GREETING: hello
@@ -15,26 +19,31 @@ jobs:
   cells:
     runs-on: ubuntu-latest
     outputs:
-      list: ${{ steps.make.outputs.list }}
+      list: ${{{{ steps.make.outputs.list }}}}
     steps:
       - id: make
-        run: echo 'list={"include":[{"n":"1","r":"ubuntu-latest"},{"n":"2","r":"macos-14"}]}' >> "$GITHUB_OUTPUT"
+        run: echo 'list={CELLS}' >> "$GITHUB_OUTPUT"
   work:
     needs: cells
-    name: work ${{ matrix.n }}
-    runs-on: ${{ matrix.r }}
+    name: work ${{{{ matrix.n }}}}
+    runs-on: ${{{{ matrix.runner }}}}
     strategy:
-      matrix: ${{ fromJSON(needs.cells.outputs.list) }}
+      matrix: ${{{{ fromJSON(needs.cells.outputs.list) }}}}
     env:
-      N: ${{ matrix.n }}
+      N: ${{{{ matrix.n }}}}
     steps:
-      - uses: actions/checkout@0000000000000000000000000000000000000000
-      - run: mkdir out && echo "$GREETING $N $WHO" > out/cell-$N.txt
+      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1
+      - uses: actions/setup-python@0000000000000000000000000000000000000000
+        with:
+          python-version: "3.11"
+      - run: |
+          venv=$(python -c 'import sys; print(sys.prefix != sys.base_prefix)')
+          mkdir out && echo "$GREETING $N $WHO $venv" > out/cell-$N.txt
         env:
-          WHO: ${{ github.repository }}
+          WHO: ${{{{ github.repository }}}}
       - uses: actions/upload-artifact@0000000000000000000000000000000000000000
         with:
-          name: cell-${{ matrix.n }}
+          name: cell-${{{{ matrix.n }}}}
           path: out/*.txt
           if-no-files-found: error
   gather:
@@ -46,52 +55,78 @@ jobs:
           pattern: cell-*
           path: all
           merge-multiple: true
-      - run: cat all/*.txt > joined.txt && test "$(cat joined.txt)" = "hello 1 owner/repo"
+      - run: cat all/*.txt > joined.txt && test "$(cat joined.txt)" = "hello 1 owner/repo True"
 """
 
 
-def replay_of(tmp_path, text):
-    workflow = tmp_path / "w.yml"
+def act_on(tmp_path, text):
+    repo = tmp_path / "repo"
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    workflow = repo / ".github" / "workflows" / "w.yml"
     workflow.write_text(text)
-    state = replay.Replay(tmp_path / "work", {"repository": "owner/repo"})
-    replay.run_workflow(state, workflow, {})
-    return state, {entry["job"]: entry for entry in state.log}
+    for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "w"],
+                ["remote", "add", "origin", "https://github.com/owner/repo.git"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True)
+    (tmp_path / "event.json").write_text(json.dumps({"ref": "refs/tags/v1"}))
+    env = dict(replay.stand_in_env(), REPLAY_ARTIFACTS=str(tmp_path / "artifacts"),
+               REPLAY_PYTHONS=json.dumps(replay.pythons()))
+    return replay.act(tmp_path, repo, workflow, env, "test")
 
 
-def test_jobs_run_in_needs_order_with_matrices_outputs_env_and_artifacts(tmp_path):
-    state, jobs = replay_of(tmp_path, ENGINE)
-    assert [e["job"] for e in state.log] == ["cells", "work 1", "work 2", "gather"]
-    assert jobs["work 2"]["status"] == "skipped" and "runner macos-14: only on GitHub" in jobs["work 2"]["note"]
-    assert jobs["gather"]["status"] == "passed"
-    assert (tmp_path / "work" / "artifacts" / "cell-1" / "cell-1.txt").read_text() == "hello 1 owner/repo\n"
+def test_act_runs_the_cells_here_with_outputs_env_artifacts_and_a_venv(tmp_path):
+    entries = act_on(tmp_path, WORKFLOW)
+    assert sorted(e["job"] for e in entries) == ["cells", "gather", "work 1"]  # the macos-14 cell is left out
+    assert all(e["status"] == "passed" for e in entries)
+    assert (tmp_path / "artifacts" / "cell-1" / "cell-1.txt").read_text() == "hello 1 owner/repo True\n"
 
 
 def test_a_changed_workflow_is_replayed_as_changed(tmp_path):
-    with pytest.raises(replay.ReplayError, match=r"step `cat all/\*.txt .*` failed"):
-        replay_of(tmp_path, ENGINE.replace("hello 1 owner/repo", "hello 1 someone/else"))
+    with pytest.raises(replay.ReplayError, match=r"act w.yml failed \(gather\)"):
+        act_on(tmp_path, WORKFLOW.replace("hello 1 owner/repo True", "hello 1 someone/else True"))
 
 
-def test_unknown_actions_and_expressions_are_errors_not_guesses(tmp_path):
+def test_an_action_without_a_stand_in_is_an_error_not_a_download(tmp_path):
+    workflow = tmp_path / "w.yml"
+    workflow.write_text(f"jobs:\n  a:\n    steps:\n      - uses: actions/cache@{'1' * 40}\n")
     with pytest.raises(replay.ReplayError, match="no stand-in for the action actions/cache"):
-        replay_of(tmp_path, "jobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/cache@v5\n")
-    with pytest.raises(replay.ReplayError, match=r"cannot evaluate \$\{\{ secrets.TOKEN \}\}"):
-        replay.evaluate("${{ secrets.TOKEN }}", {"github": {}})
+        replay.stand_ins([workflow])
+    args = replay.stand_ins(replay.with_called(replay.WORKFLOWS / "release.yml", replay.ROOT))  # + wheels.yml
+    assert args[0] == "--local-repository" and not any("actions/checkout" in a for a in args)  # act's own
+    assert any(a.startswith("pypa/gh-action-pypi-publish@") for a in args)
 
 
-def test_expressions():
-    context = {"needs": {"m": {"outputs": {"x": '{"include": [1]}'}}}, "matrix": {"py": "3.12"}}
-    assert replay.evaluate("${{ fromJSON(needs.m.outputs.x) }}", context) == {"include": [1]}
-    assert replay.evaluate("py${{ matrix.py }}-${{matrix.py}}", context) == "py3.12-3.12"
-    assert replay.evaluate(7, context) == 7
+def test_every_release_cell_left_out_says_why_and_matches_the_filters():
+    spec = yaml.safe_load((replay.WORKFLOWS / "release.yml").read_text())
+    skipped = replay.skipped_cells(spec)  # raises if a filter and a reason disagree on any cell
+    assert all(cell["note"] for cell in skipped)
+    assert any("runner macos-14: only on GitHub" in cell["note"] for cell in skipped)
+    if not replay.gpu_here():
+        assert {cell["id"] for cell in skipped if "no GPU" in cell["note"]} == {"gpu-check"}
 
 
-def test_job_conditions():
-    context = {"needs": {"matrix": {"outputs": {"abi": "stable"}}}}
-    assert replay.condition("needs.matrix.outputs.abi == 'stable'", context)
-    assert not replay.condition("needs.matrix.outputs.abi == 'per-torch'", context)
-    assert replay.condition("${{ !cancelled() && !failure() }}", context)
-    with pytest.raises(replay.ReplayError, match="cannot evaluate the condition"):
-        replay.condition("always()", context)
+def test_the_jobs_after_the_gpu_gate_keep_their_steps_and_lose_their_needs_on_it():
+    spec = yaml.safe_load((replay.WORKFLOWS / "release.yml").read_text())
+    later = replay.after_gate(spec, {"gpu-check"})
+    assert list(later)[:2] == ["name", "on"] and later["on"] == {"push": {"tags": ["v*"]}}
+    assert set(later["jobs"]) == {"github-release", "pypi"}
+    assert "needs" not in later["jobs"]["github-release"] and later["jobs"]["pypi"]["needs"] == ["github-release"]
+    assert later["jobs"]["pypi"]["steps"] == spec["jobs"]["pypi"]["steps"]
+
+
+def test_jobs_act_skips_by_their_condition_are_listed_with_it():
+    wheels = replay.WORKFLOWS / "wheels.yml"
+    skipped = replay.not_run_by_condition([wheels], [{"id": "verify"}])
+    assert [(e["id"], e["status"]) for e in skipped] == [("merge", "skipped")] and "per-torch" in skipped[0]["note"]
+
+
+def test_act_results_are_one_entry_per_cell():
+    lines = [{"job": "release/build x ", "jobID": "build", "matrix": {"a": "1"}, "time": "2026-01-01T00:00:00Z",
+              "msg": "start"},
+             {"job": "release/build x", "jobID": "build", "matrix": {"a": "1"}, "time": "2026-01-01T00:01:30Z",
+              "jobResult": "success", "msg": "done"},
+             {"job": "release/pypi", "jobID": "pypi", "time": "2026-01-01T00:02:00Z", "jobResult": "failure"}]
+    got = replay.results("not json\n" + "\n".join(json.dumps(line) for line in lines))
+    assert [(e["job"], e["status"], e["seconds"]) for e in got] == [("build x", "passed", 90.0), ("pypi", "failure", 0)]
 
 
 def test_gh_stand_in_files_the_release_assets(tmp_path):
@@ -103,3 +138,14 @@ def test_gh_stand_in_files_the_release_assets(tmp_path):
                           env={"REPLAY_RELEASES": str(tmp_path / "rel"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "rel" / "v1").iterdir()) == ["a.whl"]
+
+
+def test_each_stand_in_takes_every_input_the_workflows_give_its_action():
+    for workflow in replay.with_called(replay.WORKFLOWS / "release.yml", replay.ROOT):
+        for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+            for step in job.get("steps", []):
+                action = step.get("uses", "").split("@")[0]
+                if action and action not in replay.OWN_ACTIONS:
+                    spec = yaml.safe_load((replay.STAND_INS / action.split("/")[1] / "action.yml").read_text())
+                    assert set(step.get("with", {})) <= set(spec["inputs"]), (workflow.name, action)
+                    assert spec["runs"]["using"] == "composite"
