@@ -7,6 +7,7 @@ wheelhouse/ and prints a summary table as it goes."""
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -91,10 +92,10 @@ def smoked(wheel: Path, python: str, pin: str, op_tests: bool = False) -> tuple[
 
 
 def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: str = "native",
-        cells: str = "local") -> str:
+        cells: str = "local", final: Path | None = None) -> str:
     local = matrix.declaration().local
     if cells == "matrix":
-        return run_matrix(out)
+        return run_matrix(out, final)
     if arch == "aarch64":
         return run_aarch64(out, minors or local.aarch64_torch)
     if arch == "macos-arm64":
@@ -105,17 +106,18 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: 
                       "container and reaches manylinux_2_28.")
 
 
-def run_matrix(out: Path) -> str:
+def run_matrix(out: Path, final: Path | None = None) -> str:
     """The final wheel (stable: the one build; per-torch: a build for every declared torch), tested in
     every cell of matrix.local_matrix_cells() (torch not on disk comes from the registry): in stable
-    mode each cell runs the op test suite against the same wheel file, not only the smoke check."""
+    mode each cell runs the op test suite against the same wheel file, not only the smoke check.
+    final: a stable wheel `local` already built, repaired and audited on this machine, tested as is."""
     return run_native(out, matrix.builds_for(matrix.torches()), matrix.local_matrix_cells(), "native-matrix",
                       "Reached {tag} on this machine; every cell above ran natively here (CUDA builds of torch "
-                      "from the registry run on the CPU).", op_tests=matrix.abi() == matrix.STABLE)
+                      "from the registry run on the CPU).", op_tests=matrix.abi() == matrix.STABLE, final=final)
 
 
 def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, matrix.Torch]], lane: str,
-               note: str, op_tests: bool = False) -> str:
+               note: str, op_tests: bool = False, final: Path | None = None) -> str:
     """Build each of torches on [local] python here, then test the final wheel in each (CPython, torch) cell."""
     python = matrix.declaration().local.python
     what = "op tests" if op_tests else "smoke"
@@ -127,6 +129,7 @@ def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, ma
                       t.minor) for py, t in cells],
         lane=(lane, "linux-x86_64", report.NATIVE),
         note=note,
+        final=final,
     )
 
 
@@ -185,15 +188,17 @@ def record_result(row_result: str) -> str:
 
 
 def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells, note: str, lane,
-             prepare=None, platform: str = sys.platform) -> str:
+             prepare=None, platform: str = sys.platform, final: Path | None = None) -> str:
     """build -> repair -> audit per torch (per-torch mode: then merge -> audit; stable mode: the one
     build is final), then every smoke cell; returns the table. lane = (name, platform, method): what
     each smoke cell (label, action, CPython, torch minor) records for the report; a lane without
     smoke cells records its audited wheel, not run."""
     stable = matrix.abi() == matrix.STABLE
+    if final and not stable:
+        raise CheckFailed("local: an already built final wheel is only reused in stable mode")
     out.mkdir(parents=True, exist_ok=True)
-    progress = Progress(total=3 * len(torches) + (0 if stable else 2) + len(smoke_cells) + bool(prepare),
-                        log=out / LOG)
+    builds = 2 if final else 3 * len(torches) + (0 if stable else 2)
+    progress = Progress(total=builds + len(smoke_cells) + bool(prepare), log=out / LOG)
     per_torch_dir = out / "per-torch"
     for stale in [*out.glob("*.whl"), *per_torch_dir.glob("*.whl")]:
         stale.unlink()
@@ -203,7 +208,11 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
         if prepare:
             progress.step(*prepare)
         repaired, dist = [], out / "build"
-        for t in torches:
+        if final:
+            copied = progress.step("the final wheel, already built", lambda: (
+                Path(shutil.copy2(final, out)), f"reused {final} (built and repaired by `local`)"))
+            repaired.append(progress.step("audit the final wheel", lambda: audited(copied)))
+        for t in torches if not final else []:
             built = progress.step(f"build torch {t.minor}", lambda t=t: (build(t, dist), "built"))
             fixed = progress.step(f"repair torch {t.minor}", lambda b=built, t=t: (
                 repair.repair(b, out if stable else per_torch_dir, lib_dir=lib_dir(t), platform=platform),

@@ -38,9 +38,10 @@ def test_the_cells_start_at_the_floor():
 
 
 @pytest.fixture(scope="module")
-def matrix_lane(tmp_path_factory):
+def matrix_lane(tmp_path_factory, wheelhouse):
+    """The matrix lane on the wheel the session's `local` run built (built once per test run)."""
     out = tmp_path_factory.mktemp("matrix")
-    table = local.run(out, cells="matrix")
+    table = local.run(out, cells="matrix", final=next(wheelhouse.glob("*.whl")))
     print(table)
     return out, table
 
