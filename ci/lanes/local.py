@@ -6,10 +6,12 @@ wheelhouse/ and prints a summary table as it goes."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +132,7 @@ def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, ma
         lane=(lane, "linux-x86_64", report.NATIVE),
         note=note,
         final=final,
+        parallel=min(2, os.cpu_count() or 1) if op_tests else 1,  # the op suites are mostly one busy core each
     )
 
 
@@ -188,11 +191,12 @@ def record_result(row_result: str) -> str:
 
 
 def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells, note: str, lane,
-             prepare=None, platform: str = sys.platform, final: Path | None = None) -> str:
+             prepare=None, platform: str = sys.platform, final: Path | None = None, parallel: int = 1) -> str:
     """build -> repair -> audit per torch (per-torch mode: then merge -> audit; stable mode: the one
     build is final), then every smoke cell; returns the table. lane = (name, platform, method): what
     each smoke cell (label, action, CPython, torch minor) records for the report; a lane without
-    smoke cells records its audited wheel, not run."""
+    smoke cells records its audited wheel, not run. parallel: how many smoke cells run at once (the
+    table keeps their order; a cell's seconds are those it was waited for)."""
     stable = matrix.abi() == matrix.STABLE
     if final and not stable:
         raise CheckFailed("local: an already built final wheel is only reused in stable mode")
@@ -224,12 +228,18 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
         else:
             merged = progress.step("merge", lambda: (merge.merge(repaired, out), f"{len(repaired)} build(s)"))
             progress.step("audit merged", lambda: audited(merged))
-        for cell, action, python, minor in smoke_cells:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:  # each cell is its own env and processes
+            futures = [pool.submit(action, merged) for _, action, _, _ in smoke_cells]
             try:
-                progress.step(cell, lambda a=action: a(merged))
+                for (cell, _, python, minor), future in zip(smoke_cells, futures):
+                    try:
+                        progress.step(cell, future.result)
+                    finally:
+                        result = progress.rows[-1].result
+                        records.append(report.Record(platform_name, python, minor, method, record_result(result)))
             finally:
-                result = progress.rows[-1].result
-                records.append(report.Record(platform_name, python, minor, method, record_result(result)))
+                for future in futures:
+                    future.cancel()
         if not smoke_cells:
             served = matrix.torches() if stable else torches
             records += [report.Record(platform_name, "*", t.minor, method, "passed: built, repaired, audited")
