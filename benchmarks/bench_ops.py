@@ -12,6 +12,7 @@ median milliseconds and the ratio best-alternative / ours (> 1: ours faster).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -184,7 +185,11 @@ def main() -> None:
         "of the rows. `fwd+bwd` times forward plus backward of `out.sum()`-like ones gradient.", "",
     ]
     if torch_scatter is None:
-        report += ["torch-scatter is not installed, so its column is absent.", ""]
+        why = os.environ.get("TORCH_SCATTER_SKIPPED", "it is not installed")
+        report += [f"torch-scatter's column is absent: {why}.", ""]
+    else:
+        report += [f"torch-scatter {torch_scatter.__version__} (built from its sdist against this torch by "
+                   "`python -m ci bench`) is one of the alternatives.", ""]
     for op in ("sum", "mean", "max", "gather", "softmax"):
         report += op_table(op, sizes, feats, threads, repeats)
     report += bandwidth_table(sizes[-1:], [16, 64], threads, repeats)

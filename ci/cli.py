@@ -97,17 +97,22 @@ def cmd_demo() -> int:
       arg("--abi", action="store_true", help="the stable-ABI build vs the ATen build, side by side"),
       dev_env=True)
 def cmd_bench(quick: bool, pipeline: bool, abi: bool) -> int:
-    """Run benchmarks/bench_ops.py (writes benchmarks/RESULTS.md), or with --pipeline bench_pipeline.py,
-    or with --abi bench_abi.py (the stable build vs the ATen build, side by side)."""
+    """Run benchmarks/bench_ops.py against torch-scatter and stock torch (writes benchmarks/RESULTS.md), or
+    with --pipeline bench_pipeline.py, or with --abi bench_abi.py (the stable build vs the ATen build)."""
     dev = envs.dev_env()
     if pipeline:
         return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_pipeline.py")]).returncode
     if abi:
         extra = ["--quick"] if quick else []
         return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_abi.py"), *extra]).returncode
+    from .dev import bench
+
     install_package(dev)
+    why_not = bench.install_peer(dev)  # torch-scatter, the peer users compare with
     extra = ["--quick"] if quick else ["--out", str(ROOT / "benchmarks" / "RESULTS.md")]
-    return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_ops.py"), *extra], cwd="/").returncode
+    environ = dict(os.environ, **({bench.SKIPPED: why_not} if why_not else {}))
+    return subprocess.run([str(dev.python), str(ROOT / "benchmarks" / "bench_ops.py"), *extra], cwd="/",
+                          env=environ).returncode
 
 
 @verb("local",
