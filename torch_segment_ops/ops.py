@@ -190,7 +190,7 @@ def _reduce_backward(ctx, grad_out, _grad_arg):
         # arg is the winning row per (segment, column); empty segments point at
         # row E, which lands in the extra row we drop.
         grad = grad_out.new_zeros((ctx.rows + 1, *grad_out.shape[1:]))
-        return grad.scatter(0, arg, grad_out)[: ctx.rows], None, None, None
+        return grad.scatter_(0, arg, grad_out)[: ctx.rows], None, None, None  # in place: one (E+1, F) buffer
     if ctx.reduce == "mean":
         counts = (indptr[1:] - indptr[:-1]).clamp(min=1).to(grad_out.dtype)
         grad_out = grad_out / _per_row(counts, grad_out)
