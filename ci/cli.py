@@ -124,10 +124,14 @@ def cmd_bench(quick: bool, pipeline: bool, abi: bool) -> int:
       arg("--matrix", action="store_true",
           help="every declared torch in one wheel, smoke-tested on the CPython x torch cells of "
                "ci/declaration/matrix.toml [local] (torch builds not on disk come from the registry: GBs)"),
+      arg("--newest", action="store_true",
+          help="the op test suite under CPython 3.14/3.15 (Debian sid, in a cached rootfs) and a free-threaded "
+               "CPython built here, each with the oldest and newest torch for it (root; GBs of torch, cached)"),
       arg("--cibuildwheel", action="store_true",
           help="the real cibuildwheel Linux build in a local container (root; stand-in image)"),
       dev_env=True)
-def cmd_local(out: str | None, torch: list[str] | None, arch: str, matrix: bool, cibuildwheel: bool) -> int:
+def cmd_local(out: str | None, torch: list[str] | None, arch: str, matrix: bool, newest: bool,
+              cibuildwheel: bool) -> int:
     """The main job: build, repair, audit, merge and smoke-test the wheels for this machine."""
     from .lanes import local
 
@@ -137,6 +141,8 @@ def cmd_local(out: str | None, torch: list[str] | None, arch: str, matrix: bool,
         print(container.run(Path(out) if out else ROOT / "wheelhouse" / "cibuildwheel", torch[0] if torch else None))
     elif matrix:
         print(local.run(Path(out) if out else ROOT / "wheelhouse" / "matrix", cells="matrix"))
+    elif newest:
+        print(local.run(Path(out) if out else ROOT / "wheelhouse" / "newest", cells="newest"))
     else:
         print(local.run(Path(out) if out else ROOT / "wheelhouse" / ("" if arch == "native" else arch), torch, arch))
     return 0
@@ -167,7 +173,7 @@ def cmd_replay(workflow: str, out: str) -> int:
 
 
 @verb("matrix",
-      arg("--scope", choices=["pr", "release"], default="pr"),
+      arg("--scope", choices=["pr", "release", "next"], default="pr"),
       arg("--kind", choices=["build", "verify", "merge", "table"], default="build"),
       arg("--github-output", action="store_true", help="write build/merge/verify to $GITHUB_OUTPUT"))
 def cmd_matrix(scope: str, kind: str, github_output: bool) -> int:

@@ -6,6 +6,7 @@ of the final wheels and the support table."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import MISSING, dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -23,7 +24,10 @@ MATRIX = Path(__file__).with_name("matrix.toml")
 
 SOURCE = "ci/declaration/matrix.toml"
 STABLE, PER_TORCH = "stable", "per-torch"
-SCOPE_RULES = ("newest", "all")
+SCOPE_RULES = ("newest", "all", "next")
+# The index torch's next release comes from in a `next` scope: PyTorch's nightly or test CPU index, given
+# by the workflows from the repository variable TORCH_NEXT_INDEX (no registry host is written here).
+NEXT_INDEX_VARIABLE = "TORCH_SEGMENT_OPS_NEXT_INDEX"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,13 @@ class Torch:
     pin: str  # "2.13.0"
     python: tuple[str, ...]  # every supported CPython, oldest first (declared as an inclusive range)
     cuda: str = ""  # torch.version.cuda of its default linux x86_64 build on PyPI
+    free_threaded: tuple[str, ...] = ()  # CPythons whose free-threaded build torch publishes wheels for
+    free_threaded_pin: tuple[tuple[str, str], ...] = ()  # (CPython, torch release) where `pin` has none
+
+    def pin_for(self, python: str) -> str:
+        """The torch release a cell of this CPython installs ("3.13t": free-threaded)."""
+        return dict(self.free_threaded_pin).get(python.removesuffix("t"), self.pin) if python.endswith("t") \
+            else self.pin
 
     @property
     def label(self) -> str:
@@ -82,6 +93,8 @@ class Local:
     matrix_python: tuple[str, ...]
     macos_torch: tuple[str, ...]
     aarch64_torch: tuple[str, ...]
+    sid_python: tuple[str, ...] = ()
+    free_threaded_python: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,7 +183,11 @@ def parse(data: dict) -> Declaration:
         bounds = table.get("python") if isinstance(table, dict) else None
         if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, str) for b in bounds)):
             raise invalid(f'torch."{minor}".python', f"expected [oldest, newest] CPython, got {bounds!r}")
-        torches.append(make(Torch, table, f'torch."{minor}"', minor=minor, python=python_range(*bounds)))
+        pins = table.get("free_threaded_pin", {})
+        if not (isinstance(pins, dict) and all(isinstance(v, str) for v in pins.values())):
+            raise invalid(f'torch."{minor}".free_threaded_pin', f"expected a table CPython = release, got {pins!r}")
+        torches.append(make(Torch, table, f'torch."{minor}"', minor=minor, python=python_range(*bounds),
+                            free_threaded_pin=tuple(sorted(pins.items()))))
     torches.sort(key=lambda t: version_key(t.minor))
     scopes = data["scopes"]
     local = make(Local, data["local"], "local")
@@ -195,6 +212,13 @@ def check(decl: Declaration) -> None:
         for major in plat.cuda:
             if major not in majors:
                 raise invalid(f"platforms.{plat.name}.cuda", f"CUDA {major} has no [cuda.\"{major}\"] section")
+    for t in decl.torches:
+        for python in [*t.free_threaded, *dict(t.free_threaded_pin)]:
+            if python not in t.python:
+                raise invalid(f'torch."{t.minor}".free_threaded', f"CPython {python} is not in its python range")
+        for python in dict(t.free_threaded_pin):
+            if python not in t.free_threaded:
+                raise invalid(f'torch."{t.minor}".free_threaded_pin', f"CPython {python} is not in free_threaded")
     for key in ("torch", "macos_torch", "aarch64_torch"):
         for minor in getattr(decl.local, key):
             if minor not in minors:
@@ -282,13 +306,54 @@ def local_matrix_cells() -> list[tuple[str, Torch]]:
     return cells
 
 
+def oldest_and_newest(python: str, candidates: list[Torch] | None = None) -> list[Torch]:
+    """The oldest and the newest of candidates (default: every declared torch) publishing wheels for
+    `python` ("3.13t": its free-threaded build); one torch if only one does."""
+    ft, version = python.endswith("t"), python.removesuffix("t")
+    found = [t for t in candidates or torches() if version in (t.free_threaded if ft else t.python)]
+    return list(dict.fromkeys(found[:1] + found[-1:]))
+
+
+def newest_cells() -> list[tuple[str, Torch, str]]:
+    """The (CPython, torch, torch release) cells `local --newest` runs: each [local] sid_python and
+    free-threaded CPython ("3.13t") with the oldest and the newest torch that publishes wheels for it."""
+    local = declaration().local
+    pythons = [*local.sid_python, *(f"{v}t" for v in local.free_threaded_python)]
+    return [(py, t, t.pin_for(py)) for py in pythons for t in oldest_and_newest(py)]
+
+
+def free_threaded_pythons(candidates: list[Torch]) -> list[str]:
+    """Every free-threaded CPython ("3.14t") some of candidates publishes wheels for, oldest first."""
+    versions = {v for t in candidates for v in t.free_threaded}
+    return [f"{v}t" for v in sorted(versions, key=version_key)]
+
+
 def scope_torches(scope: str) -> list[Torch]:
     """The torch minors a scope verifies (and, in per-torch mode, builds)."""
+    rule = scope_rule(scope)
+    all_torches = torches()
+    if rule == "next":
+        return [next_torch()]
+    return all_torches[-1:] if rule == "newest" else all_torches
+
+
+def scope_rule(scope: str) -> str:
     scopes = declaration().scopes
     if scope not in scopes:
         raise ConfigurationError(f"unknown scope {scope!r}; {SOURCE} declares {', '.join(scopes)}")
-    all_torches = torches()
-    return all_torches[-1:] if scopes[scope] == "newest" else all_torches
+    return scopes[scope]
+
+
+def next_torch() -> Torch:
+    """torch's next release, not declared yet: the minor after the newest declared one, any release of it
+    (pin "2.16.*": nightly and test builds are pre-releases), on the newest one's CPythons."""
+    newest = torches()[-1]
+    major, minor = version_key(newest.minor)
+    return Torch(minor=f"{major}.{minor + 1}", pin=f"{major}.{minor + 1}.*", python=newest.python)
+
+
+def is_next_pin(pin: str) -> bool:
+    return pin.endswith(".*")
 
 
 def builds_for(torches: list[Torch]) -> list[Torch]:
@@ -309,6 +374,9 @@ def artifact_name(plat: Platform, t: Torch | None = None) -> str:
 
 def build_cells(scope: str) -> list[dict]:
     stable = abi() == STABLE
+    if not stable and scope_rule(scope) == "next":
+        raise ConfigurationError(f"scope {scope!r}: torch's next release can only be verified in stable mode "
+                                 "(a per-torch build needs that torch to build against)")
     return [
         {
             "platform": p.name,
@@ -328,6 +396,14 @@ def build_cells(scope: str) -> list[dict]:
 
 
 def verify_cells(scope: str) -> list[dict]:
+    """Every (platform, CPython, torch) of the scope, then its free-threaded cells: each free-threaded
+    CPython ("3.14t") with the oldest and the newest torch of the scope that publishes wheels for it."""
+    in_scope = scope_torches(scope)
+    pairs = [(py, t) for t in in_scope for py in t.python]
+    pairs += [(py, t) for py in free_threaded_pythons(in_scope) for t in oldest_and_newest(py, in_scope)]
+    if scope_rule(scope) == "next":  # the oldest and newest CPython, each running the op test suite
+        pairs = [(py, t) for t in in_scope for py in dict.fromkeys((t.python[0], t.python[-1]))]
+    index = os.environ.get(NEXT_INDEX_VARIABLE, "") if scope_rule(scope) == "next" else None
     return [
         {
             "platform": p.name,
@@ -335,13 +411,13 @@ def verify_cells(scope: str) -> list[dict]:
             "runner": p.runner,
             "python": py,
             "torch": t.minor,
-            "torch_pin": t.pin,
-            "torch_index": p.torch_index,
+            "torch_pin": t.pin_for(py),
+            "torch_index": p.torch_index if index is None else index,
+            "op_tests": "" if index is None else "1",  # torch's next release: the whole op test suite
             "artifact": artifact_name(p),
         }
         for p in platforms()
-        for t in scope_torches(scope)
-        for py in t.python
+        for py, t in pairs
     ]
 
 
@@ -392,7 +468,8 @@ def support_table() -> str:
     prefix = wheel_tag_prefix()
     for t in torches():
         built = f"the stable build (against {build_torch().pin})" if abi() == STABLE else f"built against {t.pin}"
-        lines.append(f"| {t.minor}: {built} | {t.python[0]}-{t.python[-1]} | {cuda_cell(t)} | "
+        threaded = f" (free-threaded: {', '.join(f'{v}t' for v in t.free_threaded)})" if t.free_threaded else ""
+        lines.append(f"| {t.minor}: {built} | {t.python[0]}-{t.python[-1]}{threaded} | {cuda_cell(t)} | "
                      + " | ".join(f"{prefix}-{p.wheel_platform}" for p in plats) + " |")
     if abi() == STABLE:
         lines.append(f"| newer than {torches()[-1].minor} | as torch publishes | the build of its CUDA major, if any "

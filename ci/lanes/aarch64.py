@@ -88,12 +88,12 @@ def check_host() -> None:
         raise PipelineError(f"aarch64 emulation: {reason}")
 
 
-def _stamped(path: Path, spec: str) -> bool:
+def stamped(path: Path, spec: str) -> bool:
     stamp = path.parent / f".{path.name}.spec"
     return path.exists() and stamp.exists() and stamp.read_text() == spec
 
 
-def _stamp(path: Path, spec: str) -> None:
+def stamp(path: Path, spec: str) -> None:
     (path.parent / f".{path.name}.spec").write_text(spec)
 
 
@@ -107,7 +107,7 @@ def real_dir(path: Path) -> None:
 def prepare_rootfs() -> Path:
     spec = f"{SUITE} {ROOTFS_PACKAGES} {CROSS_PACKAGES}"
     root = rootfs()
-    if _stamped(root, spec):
+    if stamped(root, spec):
         return root
     log("creating the arm64 rootfs (debootstrap --foreign, cross g++) ...")
     tmp = cache() / "rootfs.tmp"
@@ -125,7 +125,7 @@ def prepare_rootfs() -> Path:
         subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
-    _stamp(root, spec)
+    stamp(root, spec)
     return root
 
 
@@ -133,34 +133,29 @@ def site(name: str, requirements: list[str]) -> Path:
     """aarch64 wheels installed into <rootfs>/opt/<name> from the host (cached)."""
     target = rootfs() / "opt" / name
     spec = " ".join(requirements)
-    if _stamped(target, spec):
+    if stamped(target, spec):
         return target
     log(f"installing aarch64 {spec} into /opt/{name} ...")
     shutil.rmtree(target, ignore_errors=True)
     subprocess.run(["uv", "pip", "install", "--quiet", "--target", str(target), "--python-platform",
                     TARGET_PLATFORM, "--python-version", PYTHON, *requirements], check=True)
-    _stamp(target, spec)
+    stamp(target, spec)
     return target
 
 
 @contextlib.contextmanager
-def mounted() -> Iterator[Path]:
-    """proc mounted in the rootfs for the duration; always unmounted. (Not sysfs: the
+def mounted_proc(root: Path) -> Iterator[Path]:
+    """proc mounted in the rootfs root for the duration; always unmounted. (Not sysfs: the
     host's x86 CPU entries there make torch's aarch64 CPU probing (xbyak) crash;
     without it, cpuinfo only warns.)"""
-    root = rootfs()
-    done: list[Path] = []
+    point = root / "proc"
+    if point.is_symlink() or not point.is_dir():
+        raise PipelineError(f"refusing to mount proc on {point}: not a real directory")
+    subprocess.run(["mount", "-t", "proc", "proc", str(point)], check=True)
     try:
-        for fstype, name in (("proc", "proc"),):
-            point = root / name
-            if point.is_symlink() or not point.is_dir():
-                raise PipelineError(f"aarch64: refusing to mount on {point}: not a real directory")
-            subprocess.run(["mount", "-t", fstype, fstype, str(point)], check=True)
-            done.append(point)
         yield root
     finally:
-        for point in reversed(done):
-            subprocess.run(["umount", "--lazy", str(point)], check=False)
+        subprocess.run(["umount", "--lazy", str(point)], check=False)
 
 
 def chroot(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
@@ -183,7 +178,7 @@ def cuda_toolkits() -> dict[str, str]:
     for major in majors:
         target = rootfs() / "opt" / "cuda" / major
         spec = cuda.lock_file(major).read_text()
-        if _stamped(target, spec):
+        if stamped(target, spec):
             continue
         host = (cuda.install(cuda.cache(), (major,)) / major).resolve()
         arm = site(f"cuda-{major}-aarch64", ["-r", str(cuda.lock_file(major))]) / "nvidia" / f"cu{major}"
@@ -193,7 +188,7 @@ def cuda_toolkits() -> dict[str, str]:
         for part in ("bin", "nvvm"):
             shutil.rmtree(target / part)
             subprocess.run(["cp", "-al", str(host / part), str(target / part)], check=True)
-        _stamp(target, spec)
+        stamp(target, spec)
     return {cuda.CUDA_DIR_VARIABLE: "/opt/cuda"} if majors else {}
 
 
@@ -213,7 +208,7 @@ def build(minor: str, out: Path) -> Path:
            "CXX": "aarch64-linux-gnu-g++", "MAX_JOBS": str(os.cpu_count() or 2),
            "SOURCE_DATE_EPOCH": source_date_epoch(), **cuda_toolkits()}
     log(f"building the aarch64 wheel for torch {t.pin} (emulated CPython, native cross g++) ...")
-    with mounted():
+    with mounted_proc(rootfs()):
         result = chroot(["python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", "/work/dist",
                          "/work/src"], env, check=False)
     if result.returncode != 0:
@@ -233,7 +228,7 @@ def smoke(wheel: Path, minor: str) -> tuple[bool, str]:
     subprocess.run(["uv", "pip", "install", "--quiet", "--no-deps", "--target", str(smoke_dir), "--python-platform",
                     TARGET_PLATFORM, "--python-version", PYTHON, str(wheel)], check=True)
     shutil.copy(ROOT / "ci" / "scripts" / "smoke_check.py", rootfs() / "tmp" / "smoke_check.py")
-    with mounted():
+    with mounted_proc(rootfs()):
         result = chroot(["python3", "/tmp/smoke_check.py"], {"PYTHONPATH": f"/opt/smoke:/opt/{torch_dir.name}"},
                         check=False)
         arch = chroot(["python3", "-c", "import platform; print(platform.machine())"], {}).stdout.strip()

@@ -283,6 +283,7 @@ def run(out: Path, minor: str | None = None) -> str:
         source = cache() / "src"  # a clean copy: no build/ folder or .so of other builds goes in
         shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(ROOT, source, ignore=build.IGNORED)
+        kept = build.shared(source, env)
         proc = subprocess.run([sys.executable, "-m", "cibuildwheel", "--output-dir", str(out.resolve()), "."],
                               cwd=source, env=env, capture_output=True, text=True)
         (out / "cibuildwheel.log").write_text(proc.stdout + proc.stderr)
@@ -292,6 +293,8 @@ def run(out: Path, minor: str | None = None) -> str:
             raise LaneError(f"cibuildwheel lane: cibuildwheel failed (log: {out / 'cibuildwheel.log'}):\n"
                             f"{(proc.stdout + proc.stderr)[-4000:]}")
     (wheel,) = out.glob("*.whl")
+    if kept and not kept.exists():  # the replay's build cell reuses it when its inputs are the same
+        build.keep(out, kept)
     problems = audit.audit(wheel)
     result = "passed" if not problems else f"FAILED: audit: {problems[0]}"
     report.write(out, "cibuildwheel", [report.Record("linux-x86_64", "3.11", t.minor, report.CIBW, result)])

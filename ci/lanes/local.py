@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..declaration import matrix
-from ..errors import CheckFailed
+from ..errors import CheckFailed, PipelineError
 from ..stages import audit, build, merge, repair, smoke
 from ..stages.wheels import WheelInfo
 from ..util.envs import ROOT
@@ -98,6 +98,8 @@ def run(out: Path = ROOT / "wheelhouse", minors: list[str] | None = None, arch: 
     local = matrix.declaration().local
     if cells == "matrix":
         return run_matrix(out, final)
+    if cells == "newest":
+        return run_newest(out, final)
     if arch == "aarch64":
         return run_aarch64(out, minors or local.aarch64_torch)
     if arch == "macos-arm64":
@@ -116,6 +118,40 @@ def run_matrix(out: Path, final: Path | None = None) -> str:
     return run_native(out, matrix.builds_for(matrix.torches()), matrix.local_matrix_cells(), "native-matrix",
                       "Reached {tag} on this machine; every cell above ran natively here (CUDA builds of torch "
                       "from the registry run on the CPU).", op_tests=matrix.abi() == matrix.STABLE, final=final)
+
+
+def run_newest(out: Path, final: Path | None = None) -> str:
+    """The final wheel's op test suite under CPython 3.14/3.15 (Debian sid's, in a rootfs) and a
+    free-threaded CPython built here (ci/lanes/newest.py), each with the oldest and newest torch for it."""
+    from . import newest
+
+    why = newest.unavailable()
+    if why:
+        raise PipelineError(f"local --newest: {why}")
+    python = matrix.declaration().local.python
+
+    def tested(wheel: Path, cell: newest.Cell) -> tuple[None, str]:
+        ok, output = newest.run_cell(cell, wheel)
+        if not ok:
+            raise CheckFailed(output)
+        return None, output.splitlines()[0]
+
+    def prepare() -> tuple[None, str]:
+        pythons = [str(newest.free_threaded_python(v)) for v in matrix.declaration().local.free_threaded_python]
+        return None, f"{newest.prepare_rootfs()}; {', '.join(pythons)}"
+
+    return pipeline(
+        out, matrix.builds_for(matrix.torches()),
+        build=lambda t, dist: build.build(t.minor, dist, python),
+        lib_dir=lambda t: build.torch_base(python, t.pin).site_packages / "torch" / "lib",
+        smoke_cells=[(c.label, lambda w, c=c: tested(w, c), c.python, c.torch.minor) for c in newest.cells()],
+        lane=("newest-python", "linux-x86_64",
+              lambda py: report.FREE_THREADED if py.endswith("t") else report.SID),
+        note="Reached {tag} on this machine; the cells above ran natively: CPython 3.14/3.15 are Debian sid's "
+             "(chroot into a sid rootfs), 3.13t was built here from Debian's CPython source with --disable-gil.",
+        prepare=("prepare the sid rootfs and the free-threaded CPython", prepare),
+        final=final, parallel=min(2, os.cpu_count() or 1),
+    )
 
 
 def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, matrix.Torch]], lane: str,
@@ -236,7 +272,8 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
                         progress.step(cell, future.result)
                     finally:
                         result = progress.rows[-1].result
-                        records.append(report.Record(platform_name, python, minor, method, record_result(result)))
+                        how = method(python) if callable(method) else method
+                        records.append(report.Record(platform_name, python, minor, how, record_result(result)))
             finally:
                 for future in futures:
                     future.cancel()

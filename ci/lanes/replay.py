@@ -46,7 +46,7 @@ import yaml
 from ..declaration import matrix
 from ..errors import PipelineError
 from ..publish import guard, release
-from ..stages import debs
+from ..stages import build, debs
 from ..util import envs
 from ..util.envs import REQUIREMENTS, ROOT, log
 from . import container
@@ -57,6 +57,8 @@ HERE = "ubuntu-latest"  # the runner label this machine stands in for
 GPU_STAND_IN = "gpu-runner-stand-in"  # the label release.gpu_runner is replayed with (none is declared)
 OWN_ACTIONS = {"actions/checkout"}  # act runs these itself
 PINNED = re.compile(r"uses:\s*([\w.-]+/[\w.-]+)@([0-9a-f]{40})")
+REUSED = ("its cibuildwheel step reused the wheel the container lane built earlier in this test run with real "
+          "cibuildwheel from identical inputs (same source tree and settings: TORCH_SEGMENT_OPS_BUILD_SHARE)")
 GH_STAND_IN = """#!/bin/bash
 # Stand-in for `gh release create TAG [flags] FILES...`: files the assets under $REPLAY_RELEASES/TAG.
 set -e
@@ -110,11 +112,17 @@ def why_not(cell: dict) -> str | None:
     """Why a cell cannot run here (None: it can)."""
     local = matrix.declaration().local
     at_hand = matrix.torch(local.torch[0]).pin  # the torch the lanes have
+    if matrix.is_next_pin(cell.get("torch_pin", "")):
+        return (f"torch {cell['torch_pin']}: its next release, from PyTorch's nightly or test index (the repository "
+                "variable TORCH_NEXT_INDEX), which this machine cannot reach")
     if "cuda" in cell and not gpu_here():
         return "no GPU on this machine: the GPU check runs on the runner release.gpu_runner names"
     if cell.get("runner", HERE) != HERE:
         return f"runner {cell['runner']}: only on GitHub"
     python, pin = cell.get("python"), cell.get("torch_pin")
+    if python and python.endswith("t"):
+        return (f"free-threaded CPython {python}: GitHub's setup-python provides it, this machine's pyenv does not "
+                "(`local --newest` runs the 3.13t cells natively with a CPython it builds)")
     if python and not python_here(python):
         return f"CPython {python} is not on this machine"
     if pin and pin != at_hand:
@@ -171,10 +179,10 @@ def scrubbed_environ(workdir: Path) -> dict[str, str]:
 
 # -- running act -------------------------------------------------------------------
 
-def act(workdir: Path, repo: Path, workflow: Path, env: dict[str, str], name: str) -> list[dict]:
+def act(workdir: Path, repo: Path, workflow: Path, env: dict[str, str], name: str, event: str = "push") -> list[dict]:
     """Run act on workflow in repo; returns one entry per job (cell) it ran. Raises on a failed job."""
     tools = envs.tools_env(matrix.declaration().local.python, "replay", [REQUIREMENTS / "replay.txt"])
-    cmd = [str(tools.bin("act")), "push", "-W", str(workflow), "-e", str(workdir / "event.json"), "--json",
+    cmd = [str(tools.bin("act")), event, "-W", str(workflow), "-e", str(workdir / "event.json"), "--json",
            "--concurrent-jobs", "1", "--no-cache-server", "--action-cache-path", str(workdir / "act-cache"),
            "-P", f"{HERE}=-self-hosted", "-P", f"{GPU_STAND_IN}=-self-hosted",
            "--var", f"DEBIAN_MIRROR={debs.default_mirror() or ''}"]
@@ -328,8 +336,20 @@ def repository() -> str:
     return guard.repo_key(guard.project()[1])
 
 
-def tagged_clone(workdir: Path, tag: str) -> Path:
-    """A clone of HEAD (what is committed), tagged, whose origin is the project's GitHub repository."""
+def trigger(spec: dict) -> str:
+    """The event the replay sends: a tag push (a release), else a run by hand (workflow_dispatch)."""
+    on = spec.get("on", spec.get(True))  # YAML 1.1 reads a bare `on` key as True
+    on = {on: None} if isinstance(on, str) else dict.fromkeys(on) if isinstance(on, list) else on or {}
+    if "push" in on and (on["push"] or {}).get("tags"):
+        return "push"
+    if "workflow_dispatch" in on:
+        return "workflow_dispatch"
+    raise ReplayError("replay: the workflow runs neither on a tag push nor by hand (workflow_dispatch)")
+
+
+def tagged_clone(workdir: Path, tag: str, event_name: str = "push") -> Path:
+    """A clone of HEAD (what is committed), tagged, whose origin is the project's GitHub repository; the
+    event: the push of that tag, or (workflow_dispatch) a run by hand on the branch."""
     repo = workdir / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     subprocess.run(["git", "remote", "set-url", "origin", f"https://github.com/{repository()}.git"], cwd=repo,
@@ -337,7 +357,10 @@ def tagged_clone(workdir: Path, tag: str) -> Path:
     subprocess.run(["git", "tag", tag], cwd=repo, check=True)
     branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    event = {"ref": f"refs/tags/{tag}", "repository": {"default_branch": branch, "full_name": repository()}}
+    ref = f"refs/tags/{tag}" if event_name == "push" else f"refs/heads/{branch}"
+    event = {"ref": ref, "repository": {"default_branch": branch, "full_name": repository()}}
+    if event_name == "workflow_dispatch":
+        event["inputs"] = {}
     (workdir / "event.json").write_text(json.dumps(event))
     return repo
 
@@ -348,6 +371,8 @@ def job_env(workdir: Path, index_url: str, torch_url: str, docker_env: dict) -> 
     env = container.cibuildwheel_env(docker_env, pin)
     env.pop("TORCH_SEGMENT_OPS_TORCH_PIN")  # each cell's own (the job sets it from its matrix)
     tools = envs.tools_env(matrix.declaration().local.python, "replay", [REQUIREMENTS / "replay.txt"])
+    if os.environ.get(build.SHARE_VARIABLE):  # the test suite's: the container lane's identical build
+        env[build.SHARE_VARIABLE] = os.environ[build.SHARE_VARIABLE]
     return dict(env, TORCH_SEGMENT_OPS_TORCH_INDEX=torch_url,
                 WHEEL_PLATFORM="manylinux_2_34_x86_64",  # what the stand-in image's glibc reaches
                 **stand_in_env(), REPLAY_PYTHONS=json.dumps(pythons()),
@@ -362,8 +387,9 @@ def stand_in_env() -> dict[str, str]:
             "REPLAY_PYTHON": envs.find_python(matrix.declaration().local.python)}
 
 
-def stand_in_notes() -> list[dict]:
-    notes = ["the tag push of a clone of HEAD (origin: the project's repository)",
+def stand_in_notes(event: str = "push") -> list[dict]:
+    what = "the tag push of" if event == "push" else f"a run by hand ({event}) on"
+    notes = [f"{what} a clone of HEAD (origin: the project's repository)",
              "cells chosen with act --matrix filters; the others are listed as skipped",
              "actions: composite stand-ins (setup-python = a venv of this machine's CPython, artifacts = folders, "
              "attest = SHA-256 only, PyPI = twine to a local pypiserver); `gh release create` files the assets",
@@ -404,26 +430,29 @@ def run(workflow: str, workdir: Path) -> str:
         raise ReplayError(f"replay: the container lane cannot run here ({why}); the build cells need it")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    repo = tagged_clone(workdir, f"v{release.package_version()}")
-    ensure_gh_stand_in(workdir)
     spec = yaml.safe_load((WORKFLOWS / workflow).read_text())
+    event = trigger(spec)
+    repo = tagged_clone(workdir, f"v{release.package_version()}", event)
+    ensure_gh_stand_in(workdir)
     skipped = skipped_cells(spec)
     pin = matrix.torch(matrix.declaration().local.torch[0]).pin
     with package_index(workdir / "index") as url, torch_index_server(pin) as torch_url, \
             container.docker_daemon() as docker_env:
         env = job_env(workdir, url, torch_url, docker_env)
-        entries = act(workdir, repo, repo / ".github" / "workflows" / workflow, env, "workflow")
+        entries = act(workdir, repo, repo / ".github" / "workflows" / workflow, env, "workflow", event)
         gates = {c["id"] for c in skipped} - {e["id"] for e in entries}  # jobs none of whose cells ran
         later = after_gate(spec, gates & set(spec["jobs"]))
         if later["jobs"]:
             second = repo / ".github" / "workflows" / f"replay-after-{'-'.join(sorted(gates))}.yml"
             second.write_text(f"# written by the replay: the jobs after {', '.join(sorted(gates))}, needs removed\n"
                               + yaml.safe_dump(later, sort_keys=False))
-            for entry in act(workdir, repo, second, env, "after-gate"):
+            for entry in act(workdir, repo, second, env, "after-gate", event):
                 entries.append(dict(entry, note=f"ran through act after {', '.join(sorted(gates))} "
                                                 "(skipped: no GPU), its needs removed"))
+        if "cibuildwheel: reused" in (workdir / "act-workflow.log").read_text():
+            entries.append({"job": "build", "id": "", "status": "note", "seconds": 0, "note": REUSED})
         conditional = not_run_by_condition(with_called(WORKFLOWS / workflow, ROOT), entries)
-        log_entries = stand_in_notes() + entries + conditional + skipped
+        log_entries = stand_in_notes(event) + entries + conditional + skipped
         text = summary(log_entries)
         if any((workdir / "index").iterdir()):
             smoke = install_from_index(workdir, url, torch_url)

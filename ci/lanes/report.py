@@ -19,11 +19,11 @@ from ..declaration import matrix
 from ..util.envs import ROOT
 
 # Strongest first: a cell shows the strongest method that passed (else the strongest that ran).
-GPU, NATIVE, QEMU, CIBW, CROSS, GITHUB = (
-    "ran natively, CUDA kernels on a GPU (gpu-check)", "ran natively", "ran under qemu",
-    "built by real cibuildwheel in a stand-in image (ran there)", "cross-built and repaired, not run",
-    "only on GitHub runners")
-METHODS = [GPU, NATIVE, QEMU, CIBW, CROSS, GITHUB]
+GPU, NATIVE, SID, FREE_THREADED, QEMU, CIBW, CROSS, GITHUB = (
+    "ran natively, CUDA kernels on a GPU (gpu-check)", "ran natively", "ran natively (in a Debian sid rootfs)",
+    "ran natively (free-threaded)", "ran under qemu", "built by real cibuildwheel in a stand-in image (ran there)",
+    "cross-built and repaired, not run", "only on GitHub runners")
+METHODS = [GPU, NATIVE, SID, FREE_THREADED, QEMU, CIBW, CROSS, GITHUB]
 CUDA_NOTE = ("CUDA kernels: a Linux cell verified here without a GPU ran the CPU kernels; the wheel's CUDA build "
              "was compiled, audited (architectures, dependencies) and loaded there under a CUDA build of torch, "
              "but its kernels ran only in cells marked as run on a GPU.")

@@ -5,12 +5,15 @@ torch and torch_segment_ops, and is run from outside the source tree (by
 Checks: it imports (the build for the running torch is picked, and under a
 CUDA build of torch the CUDA build for its CUDA major, whose kernels are then
 registered), every op matches a pure-PyTorch reference (on the CPU, and on the
-GPU when there is one), one backward, opcheck, and the version guard refuses a
-torch it has no build for. Prints one line per check.
+GPU when there is one), one backward, opcheck, every op used from 8 Python threads at
+once agrees with one thread (on a free-threaded CPython the GIL must stay disabled), and
+the version guard refuses a torch it has no build for. Prints one line per check.
 """
 
 import os
 import sys
+import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -58,6 +61,34 @@ def check_cuda_build() -> None:
         print(f"CUDA kernels match the CPU kernels on {torch.cuda.get_device_name()}")
 
 
+def every_op(seed: int) -> list:
+    """Every op (and a backward) on inputs of its own: what each thread computes."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randn(2000, 16, generator=gen, dtype=torch.float64)
+    indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.randint(0, 2001, (63,), generator=gen).sort().values,
+                        torch.full((1,), 2000)])
+    out = [ts.segment_reduce(src, indptr, reduce) for reduce in ("sum", "mean", "min", "max")]
+    out += [ts.gather_csr(src[:64], indptr), ts.segment_softmax(src, indptr)]
+    x = src.clone().requires_grad_()
+    ts.segment_softmax(x, indptr).mul(src).sum().backward()
+    return [*out, x.grad]
+
+
+def check_threads(threads: int = 8, rounds: int = 4) -> None:
+    """Every op from `threads` Python threads at once gives what one thread gives; on a free-threaded
+    CPython the GIL is still disabled after importing torch and this package."""
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    if free_threaded and sys._is_gil_enabled():
+        raise AssertionError("the GIL was enabled on a free-threaded CPython (a module asked for it)")
+    seeds = [seed % threads for seed in range(threads * rounds)]
+    expected = {seed: every_op(seed) for seed in range(threads)}
+    with ThreadPoolExecutor(threads) as pool:
+        for seed, got in zip(seeds, pool.map(every_op, seeds)):
+            assert all(torch.equal(a, b) for a, b in zip(got, expected[seed])), f"thread result {seed} differs"
+    gil = "free-threaded CPython, GIL disabled" if free_threaded else "GIL enabled"
+    print(f"threads ok: every op from {threads} Python threads at once agrees with one thread ({gil})")
+
+
 def main() -> int:
     cuda = f" + {ts._cuda_build.directory.name}" if ts._cuda_build else ""
     print(f"torch {torch.__version__}, torch_segment_ops {ts.__version__}, build {ts._build.directory.name}{cuda} "
@@ -78,6 +109,7 @@ def main() -> int:
     expected = (1 / lengths.clamp(min=1).double()).repeat_interleave(lengths)[:, None].expand(40, 3)
     torch.testing.assert_close(x.grad, expected)
     print("backward ok")
+    check_threads()  # before opcheck: it imports torch.compile's stack (triton may ask for the GIL)
 
     args = (x.detach().float().requires_grad_(), indptr, "max", True)
     torch.library.opcheck(torch.ops.torch_segment_ops.segment_reduce.default, args)

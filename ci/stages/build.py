@@ -8,6 +8,7 @@ object file compiled against another torch can be reused.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -85,6 +86,69 @@ def sdist(out_dir: Path, isolated: bool = True) -> Path:
 
 
 def cibuildwheel(args: list[str]) -> int:
-    """cibuildwheel with SOURCE_DATE_EPOCH set from the last commit (reproducible wheels)."""
+    """cibuildwheel with SOURCE_DATE_EPOCH set from the last commit (reproducible wheels). With
+    $TORCH_SEGMENT_OPS_BUILD_SHARE (set by the test suite for one run), a run whose inputs equal
+    those of one already made in that run copies its wheels instead of building them again."""
     environ = dict(os.environ, SOURCE_DATE_EPOCH=source_date_epoch())
-    return subprocess.run([sys.executable, "-m", "cibuildwheel", *args], cwd=ROOT, env=environ).returncode
+    out = output_dir(args)
+    kept = shared(ROOT, environ)
+    if kept and out and kept.is_dir():
+        names = [w.name for w in sorted(kept.glob("*.whl"))]
+        (ROOT / out).mkdir(parents=True, exist_ok=True)
+        for wheel in kept.glob("*.whl"):
+            shutil.copy2(wheel, ROOT / out)
+        log(f"cibuildwheel: reused {', '.join(names)}, built earlier in this run by cibuildwheel from identical "
+            f"inputs (the source tree, {', '.join(SHARE_KEY)}; key {kept.name[:12]})")
+        return 0
+    returncode = subprocess.run([sys.executable, "-m", "cibuildwheel", *args], cwd=ROOT, env=environ).returncode
+    if returncode == 0 and kept and out:
+        keep(ROOT / out, kept)
+    return returncode
+
+
+# -- sharing identical cibuildwheel runs within one test run ----------------------
+
+SHARE_VARIABLE = "TORCH_SEGMENT_OPS_BUILD_SHARE"
+SHARE_KEY = ("every CIBW_* variable", "TORCH_SEGMENT_OPS_TORCH_PIN", "SOURCE_DATE_EPOCH")  # besides the tree
+
+
+def output_dir(args: list[str]) -> Path | None:
+    for flag, value in zip(args, args[1:]):
+        if flag == "--output-dir":
+            return Path(value)
+    return None
+
+
+def shared(tree: Path, environ: dict[str, str]) -> Path | None:
+    """Where a cibuildwheel run of tree with environ keeps (or finds) its wheels, if sharing is on."""
+    share = environ.get(SHARE_VARIABLE)
+    if not share:
+        return None
+    from importlib import metadata
+
+    digest = hashlib.sha256(f"cibuildwheel {metadata.version('cibuildwheel')}\n".encode())
+    for name in sorted(n for n in environ if n.startswith("CIBW_")) + list(SHARE_KEY[1:]):
+        digest.update(f"{name}={environ.get(name, '')}\n".encode())
+    for path in source_files(tree):
+        digest.update(f"{path.relative_to(tree)}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+    return Path(share) / digest.hexdigest()
+
+
+def source_files(tree: Path) -> list[Path]:
+    """The files a build copies from tree (what copytree with IGNORED copies), sorted."""
+    found = []
+    for folder, dirs, files in os.walk(tree):
+        ignored = IGNORED(folder, [*dirs, *files])
+        dirs[:] = sorted(d for d in dirs if d not in ignored)
+        found += [Path(folder) / f for f in files if f not in ignored]
+    return sorted(found)
+
+
+def keep(out: Path, kept: Path) -> None:
+    """Copy the wheels of out into kept, whole or not at all."""
+    tmp = kept.with_name(kept.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for wheel in out.glob("*.whl"):
+        shutil.copy2(wheel, tmp)
+    tmp.rename(kept)

@@ -9,6 +9,7 @@ tree on the path, no build tools.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -50,6 +51,7 @@ def run_check(env: envs.Env, python: str | None = None, check: Path = CHECK, env
 
 
 CPU_ONLY = "TORCH_SEGMENT_OPS_CPU_ONLY"  # torch_segment_ops/_loader.py
+OP_TESTS = "TORCH_SEGMENT_OPS_OP_TESTS"  # "1": a verify cell runs tests/ops after the smoke check
 
 
 def unserved_cuda(env: envs.Env, wheel: Path) -> str:
@@ -72,15 +74,20 @@ def refuses_import(env: envs.Env) -> Result:
     return Result(ok, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.stdout)
 
 
+def op_tests_tree(dest: Path) -> None:
+    """dest/tests: what tests/ops needs, copied out of the source tree (so the installed wheel is tested)."""
+    tests = envs.ROOT / "tests"
+    shutil.copytree(tests / "ops", dest / "tests" / "ops", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("__init__.py", "reference.py"):
+        shutil.copy(tests / name, dest / "tests" / name)
+
+
 def run_op_tests(env: envs.Env, environ: dict | None = None) -> Result:
     """The op test suite (tests/ops: every op against the pure-PyTorch reference, gradients, opcheck,
     compile, bad input, fuzzing) against the installed wheel, from a copy of the tests outside the tree."""
-    tests = envs.ROOT / "tests"
     env.pip("install", "-q", "-r", str(envs.REQUIREMENTS / "tests.txt"))
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-op-tests-") as cwd:
-        shutil.copytree(tests / "ops", Path(cwd) / "tests" / "ops", ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("__init__.py", "reference.py"):
-            shutil.copy(tests / name, Path(cwd) / "tests" / name)
+        op_tests_tree(Path(cwd))
         proc = subprocess.run([str(env.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/ops"],
                               cwd=cwd, capture_output=True, text=True, env=dict(envs.pip_environ(), **(environ or {})))
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
@@ -119,4 +126,9 @@ def verify_here(wheel_dir: Path) -> Result:
         raise NothingToDo(f"verify: expected one wheel in {wheel_dir}, found {[w.name for w in wheels]}")
     envs.install_torch_here()
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", str(wheels[0])], check=True)
-    return run_check(envs.Env(Path(sys.prefix)), python=sys.executable)
+    env = envs.Env(Path(sys.prefix))
+    result = run_check(env, python=sys.executable)
+    if result.ok and os.environ.get(OP_TESTS) == "1":  # the cell asks for the op test suite too (scope `next`)
+        tests = run_op_tests(env)
+        return Result(tests.ok, f"{result.output}\n{tests.output}")
+    return result

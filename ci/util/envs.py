@@ -202,5 +202,11 @@ def install_torch_here() -> None:
     pin = os.environ.get("TORCH_SEGMENT_OPS_TORCH_PIN")
     if not pin:
         raise PipelineError("install-torch: set TORCH_SEGMENT_OPS_TORCH_PIN (e.g. 2.13.0)")
-    log(f"installing torch=={pin} {' '.join(torch_index_args())}")
-    subprocess.run([sys.executable, "-m", "pip", "install", f"torch=={pin}", *torch_index_args()], check=True)
+    pre = []
+    if pin.endswith(".*"):  # torch's next release (scope `next`): nightly or test builds are pre-releases
+        if not torch_index_args():
+            raise PipelineError(f"install-torch: torch {pin} (its next release) comes from PyTorch's nightly or test "
+                                "index, and none is set: give its URL in the repository variable TORCH_NEXT_INDEX")
+        pre = ["--pre"]
+    log(f"installing torch=={pin} {' '.join([*pre, *torch_index_args()])}")
+    subprocess.run([sys.executable, "-m", "pip", "install", *pre, f"torch=={pin}", *torch_index_args()], check=True)

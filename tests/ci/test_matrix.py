@@ -77,7 +77,7 @@ def changed(*path, value=None, delete=False):
     (("platforms", "linux-x86_64", "cuda"), ["14"], 'platforms.linux-x86_64.cuda: CUDA 14 has no \\[cuda."14"\\]'),
     (("torch", "2.13", "python"), "3.10", 'torch."2.13".python: expected \\[oldest, newest\\] CPython'),
     (("cuda", "13", "archs"), "7.5", 'cuda."13".archs: expected a list of strings'),
-    (("scopes", "pr"), "latest", "scopes.pr: must be one of 'newest', 'all', got 'latest'"),
+    (("scopes", "pr"), "latest", "scopes.pr: must be one of 'newest', 'all', 'next', got 'latest'"),
     (("local", "aarch64_torch"), ["2.99"], "local.aarch64_torch: torch 2.99 is not declared"),
     (("matrix",), {}, "matrix: unknown table"),
     (("release", "gpu_runner"), True, "release.gpu_runner: expected a string, got True"),
@@ -100,15 +100,52 @@ def test_an_unknown_scope_is_an_error_not_all():
 
 
 def test_verify_cells_cover_every_supported_python():
-    cells = matrix.verify_cells("release")
+    cells = [c for c in matrix.verify_cells("release") if not c["python"].endswith("t")]
     for t in matrix.torches():
         pythons = {c["python"] for c in cells if c["torch"] == t.minor}
         assert pythons == set(t.python)
     assert len(cells) == len(matrix.platforms()) * sum(len(t.python) for t in matrix.torches())
 
 
+def test_free_threaded_cells_take_the_oldest_and_newest_torch_publishing_each():
+    for scope in ("pr", "release"):
+        in_scope = matrix.scope_torches(scope)
+        cells = [c for c in matrix.verify_cells(scope) if c["python"].endswith("t")]
+        expected = set()
+        for version in {v for t in in_scope for v in t.free_threaded}:
+            having = [t for t in in_scope if version in t.free_threaded]
+            expected |= {(p.name, f"{version}t", having[0].minor) for p in matrix.platforms()}
+            expected |= {(p.name, f"{version}t", having[-1].minor) for p in matrix.platforms()}
+        assert {(c["platform"], c["python"], c["torch"]) for c in cells} == expected
+        assert len(cells) == len(expected)
+    release = {(c["python"], c["torch"]): c["torch_pin"] for c in matrix.verify_cells("release")}
+    assert release[("3.13t", "2.10")] == "2.10.0" and release[("3.14t", "2.15")] == "2.15.0"
+    assert release[("3.13t", "2.12")] == "2.12.0"  # torch 2.12.1 publishes no cp313t wheels: the declared release
+    assert {py for py, _ in release if py.endswith("t")} == {"3.13t", "3.14t", "3.15t"}
+
+
+def test_newest_cells_are_each_cpython_with_its_oldest_and_newest_torch():
+    cells = [(py, t.minor, pin) for py, t, pin in matrix.newest_cells()]
+    assert cells == [("3.14", "2.10", "2.10.0"), ("3.14", "2.15", "2.15.0"), ("3.15", "2.15", "2.15.0"),
+                     ("3.13t", "2.10", "2.10.0"), ("3.13t", "2.12", "2.12.0")]
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("torch", "2.13", "free_threaded"), ["3.9"], 'torch."2.13".free_threaded: CPython 3.9 is not in its python'),
+    (("torch", "2.13", "free_threaded"), "3.14", 'torch."2.13".free_threaded: expected a list of strings'),
+    (("torch", "2.13", "free_threaded_pin"), {"3.13": "2.13.0"}, 'torch."2.13".free_threaded_pin: CPython 3.13 is '
+                                                                 'not in free_threaded'),
+    (("torch", "2.13", "free_threaded_pin"), ["2.13.0"], 'torch."2.13".free_threaded_pin: expected a table'),
+])
+def test_bad_free_threaded_declarations_name_the_key(path, value, message):
+    with pytest.raises(PipelineError, match="ci/declaration/matrix.toml: " + message):
+        matrix.parse(changed(*path, value=value))
+
+
 def test_selectors_follow_each_declared_python_range():
-    narrowed = matrix.parse(changed("torch", "2.13", "python", value=["3.11", "3.13"]))
+    data = changed("torch", "2.13", "python", value=["3.11", "3.13"])
+    data["torch"]["2.13"]["free_threaded"] = []  # 3.14t needs 3.14 in the range
+    narrowed = matrix.parse(data)
     assert [t.python for t in narrowed.torches if t.minor == "2.13"] == [("3.11", "3.12", "3.13")]  # inclusive
     for t in matrix.torches():
         low, high = matrix.load()["torch"][t.minor]["python"]

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import yaml
 
+from ci.declaration import matrix
 from ci.lanes import replay
 
 CELLS = '{"include":[{"n":"1","runner":"ubuntu-latest"},{"n":"2","runner":"macos-14"}]}'
@@ -102,6 +103,20 @@ def test_every_release_cell_left_out_says_why_and_matches_the_filters():
     assert any("runner macos-14: only on GitHub" in cell["note"] for cell in skipped)
     if not replay.gpu_here():
         assert {cell["id"] for cell in skipped if "no GPU" in cell["note"]} == {"gpu-check"}
+
+
+def test_free_threaded_and_next_torch_cells_are_left_out_with_their_reasons():
+    release = replay.skipped_cells(yaml.safe_load((replay.WORKFLOWS / "release.yml").read_text()))
+    threaded = [c for c in release if "linux-x86_64" in c["job"] and "t, torch=" in c["job"]]
+    assert len(threaded) == sum(c["python"].endswith("t") and c["platform"] == "linux-x86_64"
+                                for c in matrix.verify_cells("release"))
+    assert all("free-threaded CPython" in c["note"] and "setup-python provides it" in c["note"] for c in threaded)
+    spec = yaml.safe_load((replay.WORKFLOWS / "next-torch.yml").read_text())
+    assert replay.trigger(spec) == "workflow_dispatch" and replay.trigger(
+        yaml.safe_load((replay.WORKFLOWS / "release.yml").read_text())) == "push"
+    verify = [c for c in replay.skipped_cells(spec) if c["id"] == "verify"]
+    assert len(verify) == len(matrix.verify_cells("next"))
+    assert all("its next release, from PyTorch's nightly or test index" in c["note"] for c in verify)
 
 
 def test_the_jobs_after_the_gpu_gate_keep_their_steps_and_lose_their_needs_on_it():

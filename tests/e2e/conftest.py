@@ -3,6 +3,7 @@ import os
 import pytest
 
 from ci.lanes import local
+from ci.stages import build
 
 EPOCH = "1700000000"
 
@@ -31,3 +32,17 @@ def macos_wheelhouse(tmp_path_factory):
     out = tmp_path_factory.mktemp("macos")
     print(local.run(out, arch="macos-arm64"))
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_builds(tmp_path_factory):
+    """One cibuildwheel run per set of inputs in this test run: the replay's build cell reuses the wheel
+    the container lane built from the same tree and settings (and says so)."""
+    folder = tmp_path_factory.mktemp("shared-builds")
+    before = os.environ.get(build.SHARE_VARIABLE)
+    os.environ[build.SHARE_VARIABLE] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(build.SHARE_VARIABLE)
+    else:
+        os.environ[build.SHARE_VARIABLE] = before

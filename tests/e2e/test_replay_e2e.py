@@ -11,7 +11,7 @@ from ci.publish.release import package_version
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(container.missing()), reason=f"replay needs the container lane: {container.missing()}")
-def test_the_release_workflow_replayed_ends_with_our_wheel_installed_from_the_index(tmp_path):
+def test_the_release_workflow_replayed_ends_with_our_wheel_installed_from_the_index(tmp_path, shared_builds):
     text = replay.run("release.yml", tmp_path)
     log = json.loads((tmp_path / "replay.json").read_text())
     ran = {e["id"] for e in log if e["status"] == "passed"}
@@ -31,3 +31,19 @@ def test_the_release_workflow_replayed_ends_with_our_wheel_installed_from_the_in
                       f"torch_segment_ops-{package_version()}.tar.gz"]
     assert sorted(json.loads((tmp_path / "attestations.json").read_text())) == ["NOTES.md", *assets]
     assert text.rstrip().endswith("SMOKE OK")
+    if any(shared_builds.iterdir()):  # the container lane's test ran before in this session
+        assert any(e["note"] == replay.REUSED for e in log)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(container.missing()), reason=f"replay needs the container lane: {container.missing()}")
+def test_the_next_torch_workflow_replayed_builds_and_names_the_cells_it_cannot_reach(tmp_path):
+    replay.run("next-torch.yml", tmp_path)
+    log = json.loads((tmp_path / "replay.json").read_text())
+    assert "a run by hand (workflow_dispatch)" in log[0]["note"]
+    ran = {e["id"] for e in log if e["status"] == "passed"}
+    assert {"matrix", "build", "sdist"} <= ran and "verify" not in ran
+    verify = [e for e in log if e["id"] == "verify"]
+    assert len(verify) == len(matrix.verify_cells("next")) and all(
+        e["status"] == "skipped" and "nightly or test index" in e["note"] for e in verify)
+    assert not any((tmp_path / "index").iterdir())  # nothing is published
