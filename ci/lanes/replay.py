@@ -229,7 +229,8 @@ def results(output: str) -> list[dict]:
 
 
 def not_run_by_condition(workflows: list[Path], entries: list[dict]) -> list[dict]:
-    """The jobs act did not start because their `if:` was false (act logs nothing for them)."""
+    """The jobs act did not start because their `if:` was false (act logs nothing for them); entries: the
+    jobs (cells) act ran and those the filters left out."""
     ran = {e["id"] for e in entries}
     return [{"job": job_id, "id": job_id, "status": "skipped", "seconds": 0, "note": f"its `if:` is false: {job['if']}"}
             for f in workflows for job_id, job in yaml.safe_load(f.read_text())["jobs"].items()
@@ -451,7 +452,7 @@ def run(workflow: str, workdir: Path) -> str:
                                                 "(skipped: no GPU), its needs removed"))
         if "cibuildwheel: reused" in (workdir / "act-workflow.log").read_text():
             entries.append({"job": "build", "id": "", "status": "note", "seconds": 0, "note": REUSED})
-        conditional = not_run_by_condition(with_called(WORKFLOWS / workflow, ROOT), entries)
+        conditional = not_run_by_condition(with_called(WORKFLOWS / workflow, ROOT), entries + skipped)
         log_entries = stand_in_notes(event) + entries + conditional + skipped
         text = summary(log_entries)
         if any((workdir / "index").iterdir()):

@@ -185,3 +185,28 @@ def test_requirement_includes_are_part_of_the_env_spec():
 
 def test_readme_support_table_is_generated_from_the_declaration():
     assert matrix.support_table() in README.read_text()
+
+
+def test_the_next_scope_is_torchs_next_minor_on_the_oldest_and_newest_cpython(monkeypatch):
+    newest = matrix.torches()[-1]
+    (upcoming,) = matrix.scope_torches("next")
+    major, minor = matrix.version_key(newest.minor)
+    assert (upcoming.minor, upcoming.pin) == (f"{major}.{minor + 1}", f"{major}.{minor + 1}.*")
+    assert matrix.build_cells("next") == matrix.build_cells("pr")  # stable mode: main's final wheels
+    monkeypatch.setenv(matrix.NEXT_INDEX_VARIABLE, "http://127.0.0.1:9/nightly/")
+    cells = matrix.verify_cells("next")
+    assert {(c["platform"], c["python"]) for c in cells} == {
+        (p.name, py) for p in matrix.platforms() for py in (newest.python[0], newest.python[-1])}
+    assert {(c["torch_pin"], c["torch_index"], c["op_tests"]) for c in cells} == {
+        (upcoming.pin, "http://127.0.0.1:9/nightly/", "1")}
+
+
+def test_the_next_scope_needs_stable_mode_and_an_index(per_torch, monkeypatch):
+    from ci.util import envs
+
+    with pytest.raises(PipelineError, match="only be verified in stable mode"):
+        matrix.build_cells("next")
+    monkeypatch.setenv("TORCH_SEGMENT_OPS_TORCH_PIN", "2.16.*")
+    monkeypatch.delenv("TORCH_SEGMENT_OPS_TORCH_INDEX", raising=False)
+    with pytest.raises(PipelineError, match="repository variable TORCH_NEXT_INDEX"):
+        envs.install_torch_here()  # before pip runs: it would find no pre-release of torch on PyPI

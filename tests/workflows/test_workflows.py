@@ -180,7 +180,7 @@ def test_ci_builds_the_pr_scope_and_the_matrix_comes_from_the_declaration(tmp_pa
     cells_step = WORKFLOWS["wheels.yml"]["jobs"]["matrix"]["steps"][-1]
     assert cells_step["run"] == 'python -m ci matrix --scope "$SCOPE" --github-output'
     out = tmp_path / "github_output"
-    for scope in ("pr", "release"):
+    for scope in ("pr", "release", "next"):
         out.write_text("")
         matrix.write_github_output(scope, out)
         got = dict(line.split("=", 1) for line in out.read_text().splitlines())
@@ -188,6 +188,32 @@ def test_ci_builds_the_pr_scope_and_the_matrix_comes_from_the_declaration(tmp_pa
         assert json.loads(got["verify"])["include"] == matrix.verify_cells(scope)
         assert json.loads(got["merge"])["include"] == matrix.platform_cells(scope)
         assert got["abi"] == matrix.abi()
+
+
+def test_free_threaded_cells_run_on_setup_pythons_free_threaded_builds_with_the_gil_check():
+    verify = WORKFLOWS["wheels.yml"]["jobs"]["verify"]
+    (setup,) = [s for s in verify["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
+    assert setup["with"]["python-version"] == "${{ matrix.python }}"  # "3.14t": setup-python's free-threaded build
+    for scope in ("pr", "release"):
+        threaded = {(c["platform"], c["python"]) for c in matrix.verify_cells(scope) if c["python"].endswith("t")}
+        assert {py for _, py in threaded} >= {"3.14t", "3.15t"}  # the newest torch publishes both
+        assert {p for p, _ in threaded} == {p.name for p in matrix.platforms()}
+    assert [s["run"] for s in verify["steps"] if "run" in s] == ["python -m ci verify final"]
+    check = (ROOT / "ci" / "scripts" / "smoke_check.py").read_text()  # what that verb runs
+    assert "sys._is_gil_enabled()" in check and "check_threads()" in check
+
+
+def test_the_next_torch_workflow_is_weekly_and_by_hand_and_runs_the_op_suite():
+    workflow = WORKFLOWS["next-torch.yml"]
+    on = workflow.get("on", workflow.get(True))
+    assert set(on) == {"schedule", "workflow_dispatch"} and on["schedule"][0]["cron"]
+    assert workflow["jobs"]["wheels"]["uses"] == "./.github/workflows/wheels.yml"
+    assert workflow["jobs"]["wheels"]["with"]["scope"] == "next" and "next" in matrix.declaration().scopes
+    verify, cells = WORKFLOWS["wheels.yml"]["jobs"]["verify"], WORKFLOWS["wheels.yml"]["jobs"]["matrix"]
+    assert verify["env"]["TORCH_SEGMENT_OPS_OP_TESTS"] == "${{ matrix.op_tests }}"
+    assert cells["steps"][-1]["env"][matrix.NEXT_INDEX_VARIABLE] == "${{ vars.TORCH_NEXT_INDEX }}"
+    assert {c["op_tests"] for c in matrix.verify_cells("next")} == {"1"}
+    assert {c["op_tests"] for c in matrix.verify_cells("release")} == {""}
 
 
 def cibw_identifiers(cell, tmp_path):
