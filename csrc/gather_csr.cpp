@@ -13,7 +13,7 @@ Tensor gather_csr_cpu(const Tensor& src, const Tensor& indptr, std::optional<int
   const Tensor x = as_contiguous(src);
   const int64_t* p = ptr.const_data_ptr<int64_t>();
   const int64_t E = p[N];
-  Tensor out = torch::stable::new_empty(src, with_rows(src, E));
+  Tensor out = new_contiguous(src, with_rows(src, E));
   if (E == 0 || F == 0) return out;
 
   dispatch_floating("gather_csr", x.scalar_type(), [&](auto tag) {

@@ -30,9 +30,9 @@ std::tuple<Tensor, Tensor> segment_reduce_cpu(const Tensor& src, const Tensor& i
   const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
   const Tensor x = as_contiguous(src);
   const auto sizes = with_rows(src, N);
-  Tensor out = torch::stable::new_empty(src, sizes);
+  Tensor out = new_contiguous(src, sizes);
   const bool has_arg = return_arg && (op == Reduce::Min || op == Reduce::Max);
-  Tensor arg = torch::stable::new_empty(src, has_arg ? sizes : std::vector<int64_t>{0}, ScalarType::Long);
+  Tensor arg = new_contiguous(src, has_arg ? sizes : std::vector<int64_t>{0}, ScalarType::Long);
 
   dispatch_floating("segment_reduce", x.scalar_type(), [&](auto tag) {
     using scalar_t = typename decltype(tag)::type;

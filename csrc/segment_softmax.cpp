@@ -12,7 +12,7 @@ Tensor segment_softmax_cpu(const Tensor& src, const Tensor& indptr) {
   const Tensor ptr = check_indptr("segment_softmax", indptr, src.size(0));
   const int64_t N = ptr.numel() - 1, E = src.size(0), F = row_size(src);
   const Tensor x = as_contiguous(src);
-  Tensor out = torch::stable::new_empty(x, with_rows(x, E));
+  Tensor out = new_contiguous(x, with_rows(x, E));
   if (E == 0 || F == 0) return out;
 
   dispatch_floating("segment_softmax", x.scalar_type(), [&](auto tag) {
