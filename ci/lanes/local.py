@@ -120,6 +120,12 @@ def run_matrix(out: Path, final: Path | None = None) -> str:
                       "from the registry run on the CPU).", op_tests=matrix.abi() == matrix.STABLE, final=final)
 
 
+def native_build(python: str) -> dict:
+    """pipeline()'s build and lib_dir for a wheel built here on CPython `python`."""
+    return {"build": lambda t, dist: build.build(t.minor, dist, python),
+            "lib_dir": lambda t: build.torch_base(python, t.pin).site_packages / "torch" / "lib"}
+
+
 def run_newest(out: Path, final: Path | None = None) -> str:
     """The final wheel's op test suite under CPython 3.14/3.15 (Debian sid's, in a rootfs) and a
     free-threaded CPython built here (ci/lanes/newest.py), each with the oldest and newest torch for it."""
@@ -142,8 +148,7 @@ def run_newest(out: Path, final: Path | None = None) -> str:
 
     return pipeline(
         out, matrix.builds_for(matrix.torches()),
-        build=lambda t, dist: build.build(t.minor, dist, python),
-        lib_dir=lambda t: build.torch_base(python, t.pin).site_packages / "torch" / "lib",
+        **native_build(python),
         smoke_cells=[(c.label, lambda w, c=c: tested(w, c), c.python, c.torch.minor) for c in newest.cells()],
         lane=("newest-python", "linux-x86_64",
               lambda py: report.FREE_THREADED if py.endswith("t") else report.SID),
@@ -161,8 +166,7 @@ def run_native(out: Path, torches: list[matrix.Torch], cells: list[tuple[str, ma
     what = "op tests" if op_tests else "smoke"
     return pipeline(
         out, torches,
-        build=lambda t, dist: build.build(t.minor, dist, python),
-        lib_dir=lambda t: build.torch_base(python, t.pin).site_packages / "torch" / "lib",
+        **native_build(python),
         smoke_cells=[(f"{what} cp{py} torch {t.pin}", lambda w, py=py, t=t: smoked(w, py, t.pin, op_tests), py,
                       t.minor) for py, t in cells],
         lane=(lane, "linux-x86_64", report.NATIVE),

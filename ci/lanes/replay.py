@@ -450,7 +450,7 @@ def run(workflow: str, workdir: Path) -> str:
             for entry in act(workdir, repo, second, env, "after-gate", event):
                 entries.append(dict(entry, note=f"ran through act after {', '.join(sorted(gates))} "
                                                 "(skipped: no GPU), its needs removed"))
-        if "cibuildwheel: reused" in (workdir / "act-workflow.log").read_text():
+        if build.REUSED in (workdir / "act-workflow.log").read_text():
             entries.append({"job": "build", "id": "", "status": "note", "seconds": 0, "note": REUSED})
         conditional = not_run_by_condition(with_called(WORKFLOWS / workflow, ROOT), entries + skipped)
         log_entries = stand_in_notes(event) + entries + conditional + skipped

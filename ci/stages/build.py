@@ -97,7 +97,7 @@ def cibuildwheel(args: list[str]) -> int:
         (ROOT / out).mkdir(parents=True, exist_ok=True)
         for wheel in kept.glob("*.whl"):
             shutil.copy2(wheel, ROOT / out)
-        log(f"cibuildwheel: reused {', '.join(names)}, built earlier in this run by cibuildwheel from identical "
+        log(f"{REUSED} {', '.join(names)}, built earlier in this run by cibuildwheel from identical "
             f"inputs (the source tree, {', '.join(SHARE_KEY)}; key {kept.name[:12]})")
         return 0
     returncode = subprocess.run([sys.executable, "-m", "cibuildwheel", *args], cwd=ROOT, env=environ).returncode
@@ -109,6 +109,7 @@ def cibuildwheel(args: list[str]) -> int:
 # -- sharing identical cibuildwheel runs within one test run ----------------------
 
 SHARE_VARIABLE = "TORCH_SEGMENT_OPS_BUILD_SHARE"
+REUSED = "cibuildwheel: reused"  # what the log says when a run copied a shared wheel (the replay looks for it)
 SHARE_KEY = ("every CIBW_* variable", "TORCH_SEGMENT_OPS_TORCH_PIN", "SOURCE_DATE_EPOCH")  # besides the tree
 
 
