@@ -30,11 +30,7 @@ def segment_reduce(src: Tensor, indptr: Tensor, reduce: str = "sum") -> Tensor:
     if reduce not in REDUCTIONS:
         raise ValueError(f"segment_reduce(): expected `reduce` to be one of {', '.join(map(repr, REDUCTIONS))}, "
                          f"got {reduce!r}")
-    if _transformed(src):
-        return _SegmentReduceFn.apply(src, indptr, reduce)[0]
-    # min/max only find the arg-extreme rows when backward will need them
-    return_arg = src.requires_grad and torch.is_grad_enabled()
-    return _call("segment_reduce", src, indptr, reduce, return_arg)[0]
+    return _segment_reduce(src, indptr, reduce)
 
 
 def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
@@ -47,9 +43,7 @@ def gather_csr(src: Tensor, indptr: Tensor, size: int | None = None) -> Tensor:
     if src.shape[0] != indptr.shape[0] - 1:
         raise ValueError(f"gather_csr(): expected `src` to have one row per segment ({indptr.shape[0] - 1} = "
                          f"indptr.numel() - 1), got {src.shape[0]} rows")
-    if _transformed(src):
-        return _GatherCsrFn.apply(src, indptr, size)
-    return _call("gather_csr", src, indptr, size)
+    return _gather_csr(src, indptr, size)
 
 
 def segment_softmax(src: Tensor, indptr: Tensor) -> Tensor:
@@ -78,6 +72,23 @@ def lengths_to_indptr(lengths: Tensor) -> Tensor:
     if lengths.numel() and bool((indptr[1:] < indptr[:-1]).any()):  # int64 wrapped around
         raise ValueError("lengths_to_indptr(): the sum of `lengths` overflows int64")
     return indptr
+
+
+# The ops on arguments already checked (the public functions above, the derivative formulas below).
+
+
+def _segment_reduce(src: Tensor, indptr: Tensor, reduce: str) -> Tensor:
+    if _transformed(src):
+        return _SegmentReduceFn.apply(src, indptr, reduce)[0]
+    # min/max only find the arg-extreme rows when backward will need them
+    return_arg = src.requires_grad and torch.is_grad_enabled()
+    return _call("segment_reduce", src, indptr, reduce, return_arg)[0]
+
+
+def _gather_csr(src: Tensor, indptr: Tensor, size: int | None) -> Tensor:
+    if _transformed(src):
+        return _GatherCsrFn.apply(src, indptr, size)
+    return _call("gather_csr", src, indptr, size)
 
 
 # Argument checks. The kernels check everything too, but a stable-ABI kernel
@@ -118,12 +129,18 @@ def _check_devices(op: str, src: Tensor, indptr: Tensor) -> None:
 
 
 def _call(op: str, *args):
-    """torch.ops.torch_segment_ops.<op>(*args), its argument errors re-raised as ValueError."""
+    """torch.ops.torch_segment_ops.<op>(*args), its argument errors re-raised as ValueError. A call that
+    records no gradient (src needs none, or grad mode is off: a backward formula) skips the Autograd
+    dispatch key: the ops' registered autograd is a Python kernel torch runs on every call, a third of a
+    small call's cost, which would only pass the call on."""
     kernel = getattr(_ops, op)
     if torch.compiler.is_compiling():
         return kernel(*args)
     try:
-        return kernel(*args)
+        if (args[0].requires_grad and torch.is_grad_enabled()) or _transformed(args[0]):
+            return kernel(*args)
+        with _BelowAutograd():
+            return kernel(*args)
     except RuntimeError as error:
         message = str(error)
         start = message.find(f"{op}(): expected `")
@@ -194,7 +211,7 @@ def _reduce_backward(ctx, grad_out, _grad_arg):
     if ctx.reduce == "mean":
         counts = (indptr[1:] - indptr[:-1]).clamp(min=1).to(grad_out.dtype)
         grad_out = grad_out / _per_row(counts, grad_out)
-    return gather_csr(grad_out, indptr, ctx.rows), None, None, None
+    return _gather_csr(grad_out, indptr, ctx.rows), None, None, None
 
 
 def _gather_setup(ctx, inputs, output):
@@ -203,7 +220,7 @@ def _gather_setup(ctx, inputs, output):
 
 def _gather_backward(ctx, grad_out):
     (indptr,) = ctx.saved_tensors
-    return segment_reduce(grad_out, indptr, "sum"), None, None
+    return _segment_reduce(grad_out, indptr, "sum"), None, None
 
 
 def _softmax_setup(ctx, inputs, output):
@@ -213,8 +230,8 @@ def _softmax_setup(ctx, inputs, output):
 def _softmax_backward(ctx, grad_out):
     indptr, out = ctx.saved_tensors
     weighted = grad_out * out
-    dot = segment_reduce(weighted, indptr, "sum")
-    return weighted - out * gather_csr(dot, indptr, out.shape[0]), None
+    dot = _segment_reduce(weighted, indptr, "sum")
+    return weighted - out * _gather_csr(dot, indptr, out.shape[0]), None
 
 
 torch.library.register_autograd("torch_segment_ops::segment_reduce", _reduce_backward, setup_context=_reduce_setup)
@@ -229,6 +246,9 @@ torch.library.register_autograd("torch_segment_ops::segment_softmax", _softmax_b
 # the ops go through these autograd.Functions: jvp and backward rules built from the ops themselves (so
 # they compose: jacfwd of jacrev, vmap of jvp), vmap rules generated. Otherwise the plain path is kept:
 # it is cheaper, and torch.compile does not trace an autograd.Function with a custom jvp.
+
+
+_BelowAutograd = torch._C._AutoDispatchBelowAutograd
 
 
 def _transformed(src: Tensor) -> bool:
@@ -268,7 +288,7 @@ class _SegmentReduceFn(torch.autograd.Function):
         indptr, arg = ctx.saved_tensors
         if ctx.reduce in ("min", "max"):
             return _max_min_tangent(tangent, arg), None
-        return segment_reduce(tangent, indptr, ctx.reduce), None
+        return _segment_reduce(tangent, indptr, ctx.reduce), None
 
 
 class _GatherCsrFn(torch.autograd.Function):
@@ -291,7 +311,7 @@ class _GatherCsrFn(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, tangent, _indptr_tangent, _size_tangent):
         (indptr,) = ctx.saved_tensors
-        return gather_csr(tangent, indptr, ctx.rows)
+        return _gather_csr(tangent, indptr, ctx.rows)
 
 
 class _SegmentSoftmaxFn(torch.autograd.Function):

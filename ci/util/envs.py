@@ -96,9 +96,9 @@ def compiled(env: Env) -> Env:
     PYTHONDONTWRITEBYTECODE set (CI's machine sets it) every process would compile torch's Python
     source again: seconds per `import torch`, ~20 s per torch.compile test under torch 2.10."""
     marker = env.path / ".torch-segment-ops-bytecode"
-    if not marker.exists():
+    if not marker.exists():  # not check=True: some packages ship templates that are not valid Python
         subprocess.run([str(env.python), "-m", "compileall", "-q", "-j0", "--invalidation-mode", "timestamp",
-                        str(env.site_packages)], stdout=subprocess.DEVNULL, check=False)  # check=False: a shipped template that is not valid Python
+                        str(env.site_packages)], stdout=subprocess.DEVNULL, check=False)
         marker.touch()
     return env
 

@@ -20,12 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
+def emulated(early_lanes):
     reason = aarch64.unavailable()
     if reason:
         pytest.skip(f"aarch64 emulation unavailable here: {reason}")
-    out = tmp_path_factory.mktemp("aarch64")
-    table = local.run(out, arch="aarch64")  # PipelineError (with the table) if any stage fails
+    out, table = early_lanes.result("aarch64")  # `python -m ci local --arch aarch64`, started with the run
     print(table)
     return out, table
 
