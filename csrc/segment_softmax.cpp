@@ -44,19 +44,33 @@ Tensor segment_softmax_cpu(const Tensor& src, const Tensor& indptr) {
     };
     reduce_segments<acc_t, SumOp<acc_t>>(p, N, E, F, load_exp, store_inv_sum);
 
+    // Output element i of a segment with max m and 1 / sum z.
+    auto finish = [=](int64_t i, acc_t m, acc_t z) {
+      if constexpr (kKeepExp) {
+        yp[i] *= z;
+      } else {
+        yp[i] = static_cast<scalar_t>(fast_exp(static_cast<acc_t>(xp[i]) - m) * z);
+      }
+    };
+    // Parallel over rows; within a chunk, segment by segment (as gather_csr), so F = 1 is one
+    // vectorised loop per segment rather than a loop of one element per row.
     torch::stable::parallel_for(0, E, std::max<int64_t>(1, (1 << 14) / F), [&](int64_t r0, int64_t r1) {
       int64_t s = std::upper_bound(p, p + N + 1, r0) - p - 1;
-      for (int64_t r = r0; r < r1; ++r) {
-        while (p[s + 1] <= r) ++s;
-        TORCH_SEGMENT_OPS_SIMD
-        for (int64_t f = 0; f < F; ++f) {
-          if constexpr (kKeepExp) {
-            yp[r * F + f] *= zp[s * F + f];
-          } else {
-            const acc_t v = fast_exp(static_cast<acc_t>(xp[r * F + f]) - mp[s * F + f]);
-            yp[r * F + f] = static_cast<scalar_t>(v * zp[s * F + f]);
+      for (int64_t r = r0; r < r1; ++s) {
+        const int64_t end = std::min<int64_t>(p[s + 1], r1);
+        const acc_t* m = mp + s * F;
+        const acc_t* z = zp + s * F;
+        if (F == 1) {
+          const acc_t m0 = m[0], z0 = z[0];
+          TORCH_SEGMENT_OPS_SIMD
+          for (int64_t i = r; i < end; ++i) finish(i, m0, z0);
+        } else {
+          for (int64_t rr = r; rr < end; ++rr) {
+            TORCH_SEGMENT_OPS_SIMD
+            for (int64_t f = 0; f < F; ++f) finish(rr * F + f, m[f], z[f]);
           }
         }
+        r = std::max(r, end);
       }
     });
   });
