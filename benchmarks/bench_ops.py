@@ -110,8 +110,9 @@ def compare(fns: dict[str, Fn], x: torch.Tensor, backward: bool, repeats: int,
             times[name] = []
         except (RuntimeError, NotImplementedError):
             pass
-    for _ in range(repeats):
-        for name in times:
+    names = list(times)
+    for repeat in range(repeats if names else 0):  # rotated: no function always runs right after the same other one,
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # whose freed memory it may reuse
             times[name].append(timer(fns[name], x, backward))
     return {name: (statistics.median(times[name]) * 1e3 if name in times else None) for name in fns}
 

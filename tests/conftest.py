@@ -58,12 +58,16 @@ class EarlyLanes:
         def run_all():  # one after the other: together they fill the one core the unit tests leave
             for name, (out, done) in self.runs.items():
                 log = out.parent / f"{name}.log"
-                with log.open("w") as sink:
-                    self.current = subprocess.Popen([sys.executable, "-m", "ci", "local", *EARLY_LANES[name][1],
-                                                     "--out", str(out)], cwd=ROOT, env=environ, stdout=sink,
-                                                    stderr=subprocess.STDOUT)
-                    self.results[name] = (self.current.wait(), log.read_text())
-                done.set()
+                try:
+                    with log.open("w") as sink:
+                        self.current = subprocess.Popen([sys.executable, "-m", "ci", "local", *EARLY_LANES[name][1],
+                                                         "--out", str(out)], cwd=ROOT, env=environ, stdout=sink,
+                                                        stderr=subprocess.STDOUT)
+                        self.results[name] = (self.current.wait(), log.read_text())
+                except Exception as error:  # its fixture fails with this instead of waiting forever
+                    self.results[name] = (-1, repr(error))
+                finally:
+                    done.set()
 
         threading.Thread(target=run_all, daemon=True).start()
 

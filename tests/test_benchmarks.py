@@ -26,3 +26,12 @@ def test_quick_gpu_benchmark_runs_on_the_cpu(tmp_path):
     for op in ("sum", "mean", "max", "gather", "softmax"):
         assert f"### {op}" in text
     assert "segment sum / max vs a device-to-device copy" in text and "GPU: none (cpu" in text
+
+
+def test_every_instruction_count_case_runs(tmp_path):
+    """count_instructions.py's cases (run here without valgrind, once each)."""
+    script = SCRIPT.with_name("count_instructions.py")
+    for case in ("reduce", "max_bwd", "gather_bwd", "softmax_bwd", "torch_bwd"):
+        subprocess.run([sys.executable, str(script), case, "1"], check=True, cwd=tmp_path, capture_output=True)
+    for case in ("big_softmax", "big_sum", "big_torch_sum"):
+        subprocess.run([sys.executable, str(script), case, "0", "2"], check=True, cwd=tmp_path, capture_output=True)
