@@ -17,6 +17,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,8 +80,29 @@ def cmd_test(rest: list[str]) -> int:
     """Build and install the extension into the dev env, then run pytest there (extra args go to pytest)."""
     dev = envs.dev_env()
     install_package(dev)
+    if not rest:
+        return whole_suite(dev)
     log(f"pytest {' '.join(rest)}")
     return subprocess.run([str(dev.bin("pytest")), *rest], cwd=ROOT, env=dev_environ(dev)).returncode
+
+
+def whole_suite(dev: envs.Env) -> int:
+    """The end-to-end tests and the unit tests as two pytest runs side by side: the unit tests keep one
+    core busy, the lanes leave one idle for minutes at a time. The unit run's output follows the other's."""
+    pytest = str(dev.bin("pytest"))
+    with tempfile.TemporaryDirectory(prefix="torch-segment-ops-unit-tests-") as tmp:
+        output = Path(tmp) / "output.txt"
+        with output.open("w") as sink:
+            unit = subprocess.Popen([pytest, "-m", "not slow", "--basetemp", str(Path(tmp) / "basetemp")], cwd=ROOT,
+                                    env=dev_environ(dev), stdout=sink, stderr=subprocess.STDOUT)
+            log('pytest -m slow, beside pytest -m "not slow" (its output comes after)')
+            try:
+                e2e = subprocess.run([pytest, "-m", "slow"], cwd=ROOT, env=dev_environ(dev)).returncode
+            finally:
+                code = unit.wait()
+        print(f"\n---- the unit tests (pytest -m \"not slow\"), run beside the end-to-end tests ----\n"
+              f"{output.read_text()}", flush=True)
+    return e2e or code
 
 
 @verb("demo", dev_env=True)

@@ -10,6 +10,7 @@ out of the base. An env is rebuilt when its spec (requirements) changes.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
@@ -80,15 +81,18 @@ def _spec_hash(spec: str) -> str:
 def _create(path: Path, python: str, spec: str, fill, venv_args: tuple[str, ...] | list[str] = ()) -> Env:
     """Create the venv at path unless one with the same spec is ready there."""
     stamp = path / ".torch-segment-ops-spec"
-    if stamp.exists() and stamp.read_text() == spec:
-        return compiled(Env(path))
-    log(f"creating env {path.name} ...")
-    shutil.rmtree(path, ignore_errors=True)
-    subprocess.run([python, "-m", "venv", *venv_args, str(path)], check=True)
-    env = Env(path)
-    fill(env)
-    stamp.write_text(spec)
-    return compiled(env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("w") as lock:  # two test runs side by side may want it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text() == spec:
+            return compiled(Env(path))
+        log(f"creating env {path.name} ...")
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([python, "-m", "venv", *venv_args, str(path)], check=True)
+        env = Env(path)
+        fill(env)
+        stamp.write_text(spec)
+        return compiled(env)
 
 
 def compiled(env: Env) -> Env:
