@@ -1,4 +1,7 @@
+import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,8 +37,8 @@ def loopback():
 
 
 # Lanes that keep about one core busy (emulation, cross-compiling) start in their own process when the
-# run starts, beside the unit tests (one core each), and their fixtures wait for them. Their own process
-# and a copy of the environment taken at the start: no test's monkeypatching reaches them.
+# test run starts, and their fixtures wait for them. Their own process and a copy of the environment
+# taken at the start: no test's monkeypatching reaches them.
 EARLY_LANES = {  # name -> (the test file using it, `python -m ci local` arguments)
     "aarch64": ("test_aarch64_e2e.py", ["--arch", "aarch64"]),
     "macos": ("test_macos_e2e.py", ["--arch", "macos-arm64"]),
@@ -44,10 +47,6 @@ EARLY_LANES = {  # name -> (the test file using it, `python -m ci local` argumen
 
 class EarlyLanes:
     def __init__(self, names: list[str], tmp_path_factory):
-        import os
-        import subprocess
-        import threading
-
         self.runs = {name: (tmp_path_factory.mktemp(name), threading.Event()) for name in names}
         self.results: dict[str, tuple[int, str]] = {}
         self.current = None
@@ -55,7 +54,7 @@ class EarlyLanes:
 
         environ = dict(os.environ, **{USE_CURRENT_ENV: "1"})  # pytest runs in the dev env already
 
-        def run_all():  # one after the other: together they fill the one core the unit tests leave
+        def run_all():  # one after the other: each keeps about one core busy
             for name, (out, done) in self.runs.items():
                 log = out.parent / f"{name}.log"
                 try:
