@@ -34,12 +34,13 @@ from ci.declaration import matrix  # noqa: E402  the one reader of ci/declaratio
 
 VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "torch_segment_ops" / "_version.py").read_text())[1]
 FLOOR = matrix.torch_floor()
-# The sdist is source only (no torch needed); the build backend
-# (_build_backend/backend.py) says so. Everything else compiles against torch.
-SOURCE_ONLY = os.environ.get("TORCH_SEGMENT_OPS_BUILDING") == "sdist"
+# The sdist is source only and a wheel's metadata needs no torch: the build
+# backend (_build_backend/backend.py) says which. Everything else compiles against torch.
+BUILDING = os.environ.get("TORCH_SEGMENT_OPS_BUILDING")
+SOURCE_ONLY = BUILDING == "sdist"
 
 torch = None
-if not SOURCE_ONLY:
+if BUILDING not in ("sdist", "metadata"):
     try:
         import torch
         from torch.utils.cpp_extension import BuildExtension, CppExtension
@@ -232,7 +233,7 @@ class PlatformWheel(bdist_wheel):
 
 setup(
     version=VERSION,
-    install_requires=[] if torch is None else [f"torch>={FLOOR}"],
+    install_requires=[] if SOURCE_ONLY else [f"torch>={FLOOR}"],
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildWithRecord, "bdist_wheel": PlatformWheel} if torch else {},
 )

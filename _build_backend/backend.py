@@ -1,8 +1,12 @@
 """setuptools' PEP 517 backend, told what is being built.
 
 The sdist is source only: it needs no torch and carries no torch label. A
-wheel is compiled against the installed torch (see setup.py). setup.py learns
-which one from the hook the frontend called, not from its command line.
+wheel is compiled against the installed torch (see setup.py), but its metadata
+(the hooks a frontend calls before building: what the build needs, the
+wheel's METADATA) is not, so those hooks do not import torch: each hook runs
+in a process of its own, and importing torch takes ~20 s under the qemu lane.
+setup.py learns which one from the hook the frontend called, not from its
+command line.
 """
 
 import os
@@ -35,3 +39,13 @@ def get_requires_for_build_sdist(config_settings=None):
 def build_sdist(sdist_directory, config_settings=None):
     with _building("sdist"):
         return _setuptools.build_sdist(sdist_directory, config_settings)
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    with _building("metadata"):
+        return _setuptools.get_requires_for_build_wheel(config_settings)
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    with _building("metadata"):
+        return _setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings)

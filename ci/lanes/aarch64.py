@@ -205,6 +205,8 @@ def build(minor: str, out: Path) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ROOT, work / "src", ignore=IGNORED)
     env = {"PYTHONPATH": f"/opt/{build_dir.name}:/opt/{torch_dir.name}", "CC": "aarch64-linux-gnu-gcc",
+           # its ninja (an arm64 binary, emulated) runs the cross compiler on every core, not one file at a time
+           "PATH": f"/opt/{build_dir.name}/bin:/usr/local/bin:/usr/bin:/bin",
            "CXX": "aarch64-linux-gnu-g++", "MAX_JOBS": str(os.cpu_count() or 2),
            "SOURCE_DATE_EPOCH": source_date_epoch(), **cuda_toolkits()}
     log(f"building the aarch64 wheel for torch {t.pin} (emulated CPython, native cross g++) ...")
