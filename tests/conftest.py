@@ -1,6 +1,9 @@
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -14,10 +17,13 @@ if str(ROOT) not in sys.path:
 
 
 def pytest_collection_modifyitems(items):
-    """Everything under tests/e2e builds or installs real wheels: slow (`-m "not slow"` leaves it out)."""
+    """Everything under tests/e2e builds or installs real wheels: slow (`-m "not slow"` leaves it out).
+    The tests waiting for an early lane (below) run last, in the lanes' order: their lanes run meanwhile."""
     for item in items:
         if "e2e" in item.path.parts:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: max((i for i, name in enumerate(EARLY_LANES) if name in item.fixturenames),
+                                    default=-1))  # stable: every other order kept
 
 
 @pytest.fixture
@@ -36,33 +42,49 @@ def loopback():
         server.close()
 
 
-# Lanes that keep about one core busy (emulation, cross-compiling) start in their own process when the
-# test run starts, and their fixtures wait for them. Their own process and a copy of the environment
-# taken at the start: no test's monkeypatching reaches them.
-EARLY_LANES = {  # name -> (the test file using it, `python -m ci local` arguments)
-    "aarch64": ("test_aarch64_e2e.py", ["--arch", "aarch64"]),
-    "macos": ("test_macos_e2e.py", ["--arch", "macos-arm64"]),
+# Lanes that take minutes and need nothing from the test process start in a process of their own
+# (`python -m ci local ...`) once the run's tests are known, one after the other, and their fixtures
+# (tests/e2e/conftest.py) wait for them: the tests that need none run meanwhile. A copy of the
+# environment taken at the start: no test's monkeypatching reaches them.
+EARLY_LANES = {  # the fixture waiting for it -> `python -m ci local` arguments, in the order they run
+    "cibuildwheel_lane": ["--cibuildwheel"],  # first: the longest, and the replay reuses its wheel
+    "aarch64_lane": ["--arch", "aarch64"],
+    "macos_lane": ["--arch", "macos-arm64"],
 }
+LANES = pytest.StashKey()
+
+
+def unavailable(name: str) -> str | None:
+    from ci.lanes import aarch64, container
+
+    return {"cibuildwheel_lane": container.missing, "aarch64_lane": aarch64.unavailable}.get(name, lambda: None)()
 
 
 class EarlyLanes:
-    def __init__(self, names: list[str], tmp_path_factory):
-        self.runs = {name: (tmp_path_factory.mktemp(name), threading.Event()) for name in names}
-        self.results: dict[str, tuple[int, str]] = {}
-        self.current = None
+    def __init__(self, names: list[str]):
         from ci.cli import USE_CURRENT_ENV
+        from ci.stages import build
 
-        environ = dict(os.environ, **{USE_CURRENT_ENV: "1"})  # pytest runs in the dev env already
+        self.folder = Path(tempfile.mkdtemp(prefix="torch-segment-ops-lanes-"))
+        self.share = self.folder / "shared-builds"  # cibuildwheel runs shared with the replay's (build.shared)
+        self.share.mkdir()
+        self.skipped = {name: why for name in names if (why := unavailable(name))}
+        self.runs = {name: (self.folder / name, threading.Event()) for name in names if name not in self.skipped}
+        self.results: dict[str, tuple[int, str]] = {}
+        self.current, self.stopping, self.lock = None, False, threading.Lock()
+        environ = dict(os.environ, **{USE_CURRENT_ENV: "1", build.SHARE_VARIABLE: str(self.share)})
 
-        def run_all():  # one after the other: each keeps about one core busy
+        def run_all():
             for name, (out, done) in self.runs.items():
-                log = out.parent / f"{name}.log"
+                log = self.folder / f"{name}.log"
                 try:
-                    with log.open("w") as sink:
-                        self.current = subprocess.Popen([sys.executable, "-m", "ci", "local", *EARLY_LANES[name][1],
+                    with log.open("w") as sink, self.lock:
+                        if self.stopping:
+                            raise RuntimeError("the test run ended first")
+                        self.current = subprocess.Popen([sys.executable, "-m", "ci", "local", *EARLY_LANES[name],
                                                          "--out", str(out)], cwd=ROOT, env=environ, stdout=sink,
                                                         stderr=subprocess.STDOUT)
-                        self.results[name] = (self.current.wait(), log.read_text())
+                    self.results[name] = (self.current.wait(), log.read_text())
                 except Exception as error:  # its fixture fails with this instead of waiting forever
                     self.results[name] = (-1, repr(error))
                 finally:
@@ -71,28 +93,45 @@ class EarlyLanes:
         threading.Thread(target=run_all, daemon=True).start()
 
     def result(self, name: str):
-        """(out folder, the lane's table) once it is done; fails the test with its output if it failed."""
+        """(out folder, the lane's output) once it is done; skips when the lane cannot run here, fails the
+        test with its output if it failed."""
+        if name in self.skipped:
+            pytest.skip(f"{name}: {self.skipped[name]}")
         out, done = self.runs[name]
         done.wait()
         code, output = self.results[name]
         if code != 0:
-            pytest.fail(f"`python -m ci local {' '.join(EARLY_LANES[name][1])}` exited {code}:\n{output[-6000:]}")
+            pytest.fail(f"`python -m ci local {' '.join(EARLY_LANES[name])}` exited {code}:\n{output[-6000:]}")
         return out, output
 
     def stop(self):
+        """A lane still running (the run ended early, e.g. -x) is interrupted as Ctrl-C would: it undoes its
+        mounts and stops its docker daemon."""
+        with self.lock:
+            self.stopping = True
         if self.current and self.current.poll() is None:
-            self.current.terminate()
-            self.current.wait()
+            self.current.send_signal(signal.SIGINT)
+            try:
+                self.current.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                self.current.kill()
+                self.current.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def early_lanes(request, tmp_path_factory):
-    from ci.lanes import aarch64
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    needed = [name for name in EARLY_LANES if any(name in item.fixturenames for item in session.items)]
+    session.config.stash[LANES] = EarlyLanes(needed)
 
-    used = {item.path.name for item in request.session.items}
-    names = [name for name, (test_file, _) in EARLY_LANES.items() if test_file in used]
-    if "aarch64" in names and aarch64.unavailable():
-        names.remove("aarch64")  # its fixture skips with the reason
-    lanes = EarlyLanes(names, tmp_path_factory)
-    yield lanes
-    lanes.stop()
+
+def pytest_sessionfinish(session):
+    lanes = session.config.stash.get(LANES, None)
+    if lanes:
+        lanes.stop()
+
+
+@pytest.fixture(scope="session")
+def early_lanes(request) -> EarlyLanes:
+    return request.config.stash[LANES]

@@ -27,26 +27,38 @@ def wheelhouse(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def macos_wheelhouse(early_lanes, tmp_path_factory):
-    """`python -m ci local --arch macos-arm64` run once per session: cross-built, repaired, audited, merged
-    (started with the run when test_macos_e2e.py is in it, else here)."""
-    if "macos" in early_lanes.runs:
-        out, table = early_lanes.result("macos")
-    else:
-        out = tmp_path_factory.mktemp("macos")
-        table = local.run(out, arch="macos-arm64")
+def cibuildwheel_lane(early_lanes):
+    """`python -m ci local --cibuildwheel` (tests/conftest.py: started with the run): (out, its output)."""
+    return early_lanes.result("cibuildwheel_lane")
+
+
+@pytest.fixture(scope="session")
+def aarch64_lane(early_lanes):
+    """`python -m ci local --arch aarch64` (started with the run): (out, its table)."""
+    return early_lanes.result("aarch64_lane")
+
+
+@pytest.fixture(scope="session")
+def macos_lane(early_lanes):
+    """`python -m ci local --arch macos-arm64` (started with the run): (out, its table)."""
+    return early_lanes.result("macos_lane")
+
+
+@pytest.fixture(scope="session")
+def macos_wheelhouse(macos_lane):
+    """The macOS lane's folder: cross-built, repaired, audited, merged."""
+    out, table = macos_lane
     print(table)
     return out
 
 
 @pytest.fixture(scope="session", autouse=True)
-def shared_builds(tmp_path_factory):
+def shared_builds(early_lanes):
     """One cibuildwheel run per set of inputs in this test run: the replay's build cell reuses the wheel
     the container lane built from the same tree and settings (and says so)."""
-    folder = tmp_path_factory.mktemp("shared-builds")
     before = os.environ.get(build.SHARE_VARIABLE)
-    os.environ[build.SHARE_VARIABLE] = str(folder)
-    yield folder
+    os.environ[build.SHARE_VARIABLE] = str(early_lanes.share)
+    yield early_lanes.share
     if before is None:
         os.environ.pop(build.SHARE_VARIABLE)
     else:

@@ -24,7 +24,8 @@ def leftovers():
     return daemons, mounts
 
 
-def test_a_failing_build_says_why_and_leaves_nothing_behind(tmp_path, monkeypatch):
+def test_a_failing_build_says_why_and_leaves_nothing_behind(cibuildwheel_lane, tmp_path, monkeypatch):
+    """After the lane (one docker daemon on our folder at a time)."""
     monkeypatch.setenv("CIBW_BEFORE_BUILD", "echo before-build breaks on purpose && false")
     with pytest.raises(container.LaneError, match="cibuildwheel failed") as error:
         container.run(tmp_path, MINOR)
@@ -33,14 +34,8 @@ def test_a_failing_build_says_why_and_leaves_nothing_behind(tmp_path, monkeypatc
     assert list(tmp_path.glob("*.whl")) == []
 
 
-@pytest.fixture(scope="module")
-def lane(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cibuildwheel")
-    return out, container.run(out, MINOR)
-
-
-def test_real_cibuildwheel_builds_repairs_and_smoke_tests_the_wheel(lane):
-    out, summary = lane
+def test_real_cibuildwheel_builds_repairs_and_smoke_tests_the_wheel(cibuildwheel_lane):
+    out, summary = cibuildwheel_lane  # `python -m ci local --cibuildwheel`, started with the run
     (wheel,) = out.glob("*.whl")
     assert wheel.name == "torch_segment_ops-0.1.0-py3-none-manylinux_2_34_x86_64.whl"
     log = (out / "cibuildwheel.log").read_text()

@@ -1,4 +1,6 @@
-"""The release workflow replayed here through act, end to end (the container lane builds its wheels)."""
+"""The release workflow replayed here through act, end to end (the container lane builds its wheels).
+Both wait for the container lane of this run (cibuildwheel_lane): the release's build cell reuses its
+wheel, and one docker daemon runs on our folder at a time."""
 
 import json
 
@@ -11,7 +13,8 @@ from ci.publish.release import package_version
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(container.missing()), reason=f"replay needs the container lane: {container.missing()}")
-def test_the_release_workflow_replayed_ends_with_our_wheel_installed_from_the_index(tmp_path, shared_builds):
+def test_the_release_workflow_replayed_ends_with_our_wheel_installed_from_the_index(cibuildwheel_lane, tmp_path,
+                                                                                      shared_builds):
     text = replay.run("release.yml", tmp_path)
     log = json.loads((tmp_path / "replay.json").read_text())
     ran = {e["id"] for e in log if e["status"] == "passed"}
@@ -31,13 +34,13 @@ def test_the_release_workflow_replayed_ends_with_our_wheel_installed_from_the_in
                       f"torch_segment_ops-{package_version()}.tar.gz"]
     assert sorted(json.loads((tmp_path / "attestations.json").read_text())) == ["NOTES.md", *assets]
     assert text.rstrip().endswith("SMOKE OK")
-    if any(shared_builds.iterdir()):  # the container lane's test ran before in this session
-        assert any(e["note"] == replay.REUSED for e in log)
+    assert any(shared_builds.iterdir())  # the container lane of this run kept its wheel
+    assert any(e["note"] == replay.REUSED for e in log)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(container.missing()), reason=f"replay needs the container lane: {container.missing()}")
-def test_the_next_torch_workflow_replayed_builds_and_names_the_cells_it_cannot_reach(tmp_path):
+def test_the_next_torch_workflow_replayed_builds_and_names_the_cells_it_cannot_reach(cibuildwheel_lane, tmp_path):
     replay.run("next-torch.yml", tmp_path)
     log = json.loads((tmp_path / "replay.json").read_text())
     assert "a run by hand (workflow_dispatch)" in log[0]["note"]
