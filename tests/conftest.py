@@ -43,13 +43,15 @@ def loopback():
 
 
 # Lanes that take minutes and need nothing from the test process start in a process of their own
-# (`python -m ci local ...`) once the run's tests are known, one after the other, and their fixtures
+# (`python -m ci ...`) once the run's tests are known, one after the other, and their fixtures
 # (tests/e2e/conftest.py) wait for them: the tests that need none run meanwhile. A copy of the
 # environment taken at the start: no test's monkeypatching reaches them.
-EARLY_LANES = {  # the fixture waiting for it -> `python -m ci local` arguments, in the order they run
-    "cibuildwheel_lane": ["--cibuildwheel"],  # first: the longest, and the replay reuses its wheel
-    "aarch64_lane": ["--arch", "aarch64"],
-    "macos_lane": ["--arch", "macos-arm64"],
+EARLY_LANES = {  # the fixture waiting for it -> `python -m ci` arguments (and --out), in the order they run
+    "cibuildwheel_lane": ["local", "--cibuildwheel"],  # first: the longest, and the replay reuses its wheel
+    "release_replay": ["replay", "release.yml"],  # after it: one docker daemon on our folder at a time
+    "next_torch_replay": ["replay", "next-torch.yml"],
+    "aarch64_lane": ["local", "--arch", "aarch64"],
+    "macos_lane": ["local", "--arch", "macos-arm64"],
 }
 LANES = pytest.StashKey()
 
@@ -57,7 +59,9 @@ LANES = pytest.StashKey()
 def unavailable(name: str) -> str | None:
     from ci.lanes import aarch64, container
 
-    return {"cibuildwheel_lane": container.missing, "aarch64_lane": aarch64.unavailable}.get(name, lambda: None)()
+    docker = container.missing  # the replay runs its build cells in the container lane
+    return {"cibuildwheel_lane": docker, "release_replay": docker, "next_torch_replay": docker,
+            "aarch64_lane": aarch64.unavailable}.get(name, lambda: None)()
 
 
 class EarlyLanes:
@@ -81,7 +85,7 @@ class EarlyLanes:
                     with log.open("w") as sink, self.lock:
                         if self.stopping:
                             raise RuntimeError("the test run ended first")
-                        self.current = subprocess.Popen([sys.executable, "-m", "ci", "local", *EARLY_LANES[name],
+                        self.current = subprocess.Popen([sys.executable, "-m", "ci", *EARLY_LANES[name],
                                                          "--out", str(out)], cwd=ROOT, env=environ, stdout=sink,
                                                         stderr=subprocess.STDOUT)
                     self.results[name] = (self.current.wait(), log.read_text())
@@ -101,7 +105,7 @@ class EarlyLanes:
         done.wait()
         code, output = self.results[name]
         if code != 0:
-            pytest.fail(f"`python -m ci local {' '.join(EARLY_LANES[name])}` exited {code}:\n{output[-6000:]}")
+            pytest.fail(f"`python -m ci {' '.join(EARLY_LANES[name])}` exited {code}:\n{output[-6000:]}")
         return out, output
 
     def stop(self):

@@ -33,6 +33,18 @@ def cibuildwheel_lane(early_lanes):
 
 
 @pytest.fixture(scope="session")
+def release_replay(early_lanes):
+    """`python -m ci replay release.yml` (started with the run, after the container lane): (out, its output)."""
+    return early_lanes.result("release_replay")
+
+
+@pytest.fixture(scope="session")
+def next_torch_replay(early_lanes):
+    """`python -m ci replay next-torch.yml` (started with the run): (out, its output)."""
+    return early_lanes.result("next_torch_replay")
+
+
+@pytest.fixture(scope="session")
 def aarch64_lane(early_lanes):
     """`python -m ci local --arch aarch64` (started with the run): (out, its table)."""
     return early_lanes.result("aarch64_lane")

@@ -24,8 +24,8 @@ def leftovers():
     return daemons, mounts
 
 
-def test_a_failing_build_says_why_and_leaves_nothing_behind(cibuildwheel_lane, tmp_path, monkeypatch):
-    """After the lane (one docker daemon on our folder at a time)."""
+def test_a_failing_build_says_why_and_leaves_nothing_behind(next_torch_replay, tmp_path, monkeypatch):
+    """After the early lanes that run the container (one docker daemon on our folder at a time)."""
     monkeypatch.setenv("CIBW_BEFORE_BUILD", "echo before-build breaks on purpose && false")
     with pytest.raises(container.LaneError, match="cibuildwheel failed") as error:
         container.run(tmp_path, MINOR)
