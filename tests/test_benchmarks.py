@@ -29,9 +29,12 @@ def test_quick_gpu_benchmark_runs_on_the_cpu(tmp_path):
 
 
 def test_every_instruction_count_case_runs(tmp_path):
-    """count_instructions.py's cases (run here without valgrind, once each)."""
-    script = SCRIPT.with_name("count_instructions.py")
-    for case in ("reduce", "max_bwd", "gather_bwd", "softmax_bwd", "torch_bwd"):
-        subprocess.run([sys.executable, str(script), case, "1"], check=True, cwd=tmp_path, capture_output=True)
-    for case in ("big_softmax", "big_sum", "big_torch_sum"):
-        subprocess.run([sys.executable, str(script), case, "0", "2"], check=True, cwd=tmp_path, capture_output=True)
+    """count_instructions.py's cases (run here without valgrind, once each), through its main() in one
+    process: torch is imported once, not once per case."""
+    cases = [[case, "1"] for case in ("reduce", "max_bwd", "gather_bwd", "softmax_bwd", "torch_bwd")]
+    cases += [[case, "0", "2"] for case in ("big_softmax", "big_sum", "big_torch_sum")]
+    code = (f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); import count_instructions\n"
+            f"for args in {cases!r}:\n    sys.argv = ['count_instructions.py', *args]; count_instructions.main()\n"
+            f"print('ran', {len(cases)})")
+    proc = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.stdout.split() == ["ran", str(len(cases))]
