@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,12 +76,16 @@ class EarlyLanes:
         self.skipped = {name: why for name in names if (why := unavailable(name))}
         self.runs = {name: (self.folder / name, threading.Event()) for name in names if name not in self.skipped}
         self.results: dict[str, tuple[int, str]] = {}
+        self.times: dict[str, tuple[float, float]] = {}  # seconds since the lanes started: (start, end)
+        self.waits: dict[str, float] = {}  # seconds the tests waited for each lane
+        began = time.monotonic()
         self.current, self.stopping, self.lock = None, False, threading.Lock()
         environ = dict(os.environ, **{USE_CURRENT_ENV: "1", build.SHARE_VARIABLE: str(self.share)})
 
         def run_all():
             for name, (out, done) in self.runs.items():
                 log = self.folder / f"{name}.log"
+                start = time.monotonic() - began
                 try:
                     with log.open("w") as sink, self.lock:
                         if self.stopping:
@@ -92,6 +97,7 @@ class EarlyLanes:
                 except Exception as error:  # its fixture fails with this instead of waiting forever
                     self.results[name] = (-1, repr(error))
                 finally:
+                    self.times[name] = (start, time.monotonic() - began)
                     done.set()
 
         threading.Thread(target=run_all, daemon=True).start()
@@ -102,7 +108,9 @@ class EarlyLanes:
         if name in self.skipped:
             pytest.skip(f"{name}: {self.skipped[name]}")
         out, done = self.runs[name]
+        waiting = time.monotonic()
         done.wait()
+        self.waits.setdefault(name, time.monotonic() - waiting)
         code, output = self.results[name]
         if code != 0:
             pytest.fail(f"`python -m ci {' '.join(EARLY_LANES[name])}` exited {code}:\n{output[-6000:]}")
@@ -128,6 +136,18 @@ def pytest_collection_finish(session):
         return
     needed = [name for name in EARLY_LANES if any(name in item.fixturenames for item in session.items)]
     session.config.stash[LANES] = EarlyLanes(needed)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """When each early lane ran: whether the run waited for them or they for it."""
+    lanes = config.stash.get(LANES, None)
+    if lanes and lanes.times:
+        terminalreporter.write_sep("-", "early lanes (own processes, one after the other)")
+        for name, (start, end) in lanes.times.items():
+            code = lanes.results.get(name, (None,))[0]
+            waited = f", the tests waited {lanes.waits[name]:.0f} s for it" if name in lanes.waits else ""
+            terminalreporter.write_line(f"{name}: {start:.0f}-{end:.0f} s after the tests were collected, "
+                                        f"exit code {code}{waited}")
 
 
 def pytest_sessionfinish(session):
