@@ -246,10 +246,9 @@ namespace torch_segment_ops {
 // exp for float that the compiler can vectorise (std::exp is a scalar libm
 // call): Cody-Waite range reduction and a degree-6 polynomial, ~2 ulp.
 inline float fast_exp(float in) {
-  // Selects, not branches (std::clamp branches), so callers' loops vectorise.
-  float x = in == in ? in : 0.0f;  // NaN is passed through at the end
-  x = x < -88.0f ? -88.0f : x;     // exp(-88) rounds to 0 below
-  x = x > 88.0f ? 88.0f : x;
+  // Selects, not branches (std::clamp branches), so callers' loops vectorise; each is one maxps/minps.
+  float x = in > -88.0f ? in : -88.0f;  // exp(-88) rounds to 0 below; NaN becomes -88 here and is passed
+  x = x < 88.0f ? x : 88.0f;            // through at the end
   const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
   float p = 1.0f / 720.0f;

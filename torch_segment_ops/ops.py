@@ -51,6 +51,8 @@ def segment_softmax(src: Tensor, indptr: Tensor) -> Tensor:
     _check_args("segment_softmax", src, indptr)
     if _transformed(src):
         return _SegmentSoftmaxFn.apply(src, indptr)
+    if _eager_grad(src):
+        return _EagerSoftmax.apply(src, indptr)
     return _call("segment_softmax", src, indptr)
 
 
@@ -80,7 +82,9 @@ def lengths_to_indptr(lengths: Tensor) -> Tensor:
 def _segment_reduce(src: Tensor, indptr: Tensor, reduce: str) -> Tensor:
     if _transformed(src):
         return _SegmentReduceFn.apply(src, indptr, reduce)[0]
-    # min/max only find the arg-extreme rows when backward will need them
+    if _eager_grad(src):
+        return _EagerReduce.apply(src, indptr, reduce)
+    # min/max only find the arg-extreme rows when backward will need them (under torch.compile)
     return_arg = src.requires_grad and torch.is_grad_enabled()
     return _call("segment_reduce", src, indptr, reduce, return_arg)[0]
 
@@ -88,6 +92,8 @@ def _segment_reduce(src: Tensor, indptr: Tensor, reduce: str) -> Tensor:
 def _gather_csr(src: Tensor, indptr: Tensor, size: int | None) -> Tensor:
     if _transformed(src):
         return _GatherCsrFn.apply(src, indptr, size)
+    if _eager_grad(src):
+        return _EagerGather.apply(src, indptr, size)
     return _call("gather_csr", src, indptr, size)
 
 
@@ -237,6 +243,54 @@ def _softmax_backward(ctx, grad_out):
 torch.library.register_autograd("torch_segment_ops::segment_reduce", _reduce_backward, setup_context=_reduce_setup)
 torch.library.register_autograd("torch_segment_ops::gather_csr", _gather_backward, setup_context=_gather_setup)
 torch.library.register_autograd("torch_segment_ops::segment_softmax", _softmax_backward, setup_context=_softmax_setup)
+
+
+# Eager autograd. Outside torch.compile and the transforms below, a call that records a gradient goes
+# through these plain autograd.Functions rather than the ops' registered autograd: the same formulas, one
+# Python node and no per-call wrapping by torch.library, which was over half of a small forward +
+# backward's cost (benchmarks/count_instructions.py, the *_bwd cases). Their backward calls the ops below
+# the Autograd key when no graph of the backward is recorded, and the differentiable ops otherwise
+# (create_graph=True), so double backward still works.
+
+
+def _eager_grad(src: Tensor) -> bool:
+    return src.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+class _EagerReduce(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, src, indptr, reduce):
+        out, arg = _call("segment_reduce", src, indptr, reduce, reduce in ("min", "max"))
+        ctx.reduce, ctx.rows = reduce, src.shape[0]
+        ctx.save_for_backward(indptr, arg)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _reduce_backward(ctx, grad_out, None)[:3]
+
+
+class _EagerGather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, src, indptr, size):
+        ctx.save_for_backward(indptr)
+        return _call("gather_csr", src, indptr, size)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _gather_backward(ctx, grad_out)
+
+
+class _EagerSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, src, indptr):
+        out = _call("segment_softmax", src, indptr)
+        ctx.save_for_backward(indptr, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _softmax_backward(ctx, grad_out)
 
 
 # Forward-mode AD and torch.func. The custom ops' autograd (register_autograd) has no forward-mode
