@@ -8,7 +8,7 @@ the difference:
 (`Collected : <count>` on valgrind's last line; 1 thread). Cases on a 4-row input (the cost of a
 call): reduce, gather, softmax, torch (torch.segment_reduce), and *_bwd for forward + backward
 of `out.backward(ones)`. Cases on E = 1e5 rows with uniform lengths (divide by n * 1e5 for a
-row's cost): big_softmax F, big_sum F, big_torch_sum F with F the row width.
+row's cost): big_softmax F, big_sum F, big_torch_sum F, big_max F, big_torch_max F with F the row width.
 """
 
 import sys
@@ -48,6 +48,8 @@ def big_cases(feat: int) -> dict:
         "big_softmax": lambda: ts.segment_softmax(x, indptr),
         "big_sum": lambda: ts.segment_reduce(x, indptr, "sum"),
         "big_torch_sum": lambda: torch.segment_reduce(x, "sum", lengths=lengths, unsafe=True),
+        "big_max": lambda: ts.segment_reduce(x, indptr, "max"),
+        "big_torch_max": lambda: torch.segment_reduce(x, "max", lengths=lengths, unsafe=True),
     }
 
 

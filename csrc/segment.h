@@ -218,14 +218,22 @@ struct ExtremeOp {
         TORCH_SEGMENT_OPS_SIMD
         for (int64_t l = 0; l < kLanes; ++l) update(lane[l], at[l], load(i + l), static_cast<int32_t>(i + l));
       }
-      best = lane[0];
-      offset = at[0];
-      for (int64_t l = 1; l < kLanes; ++l) {  // on ties the earlier row wins
-        const bool tie = lane[l] == best || (lane[l] != lane[l] && best != best);
-        if (better(lane[l], best) || (tie && at[l] < offset)) {
-          best = lane[l];
-          offset = at[l];
+      if constexpr (kTrackArg) {
+        best = lane[0];
+        offset = at[0];
+        for (int64_t l = 1; l < kLanes; ++l) {  // on ties the earlier row wins
+          const bool tie = lane[l] == best || (lane[l] != lane[l] && best != best);
+          if (better(lane[l], best) || (tie && at[l] < offset)) {
+            best = lane[l];
+            offset = at[l];
+          }
         }
+      } else {  // no row to report: halve the lanes in vector steps (short segments spent most time here)
+        for (int64_t width = kLanes / 2; width >= 1; width /= 2) {
+          TORCH_SEGMENT_OPS_SIMD
+          for (int64_t l = 0; l < width; ++l) lane[l] = better(lane[l + width], lane[l]) ? lane[l + width] : lane[l];
+        }
+        best = lane[0];
       }
     }
     for (; i < n; ++i) update(best, offset, load(i), static_cast<int32_t>(i));

@@ -32,9 +32,15 @@ def test_every_instruction_count_case_runs(tmp_path):
     """count_instructions.py's cases (run here without valgrind, once each), through its main() in one
     process: torch is imported once, not once per case."""
     cases = [[case, "1"] for case in ("reduce", "max_bwd", "gather_bwd", "softmax_bwd", "torch_bwd")]
-    cases += [[case, "0", "2"] for case in ("big_softmax", "big_sum", "big_torch_sum")]
+    cases += [[case, "0", "2"] for case in ("big_softmax", "big_sum", "big_torch_sum", "big_max", "big_torch_max")]
     code = (f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); import count_instructions\n"
             f"for args in {cases!r}:\n    sys.argv = ['count_instructions.py', *args]; count_instructions.main()\n"
             f"print('ran', {len(cases)})")
     proc = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, capture_output=True, text=True)
     assert proc.stdout.split() == ["ran", str(len(cases))]
+
+
+def test_call_cost_runs():
+    proc = subprocess.run([sys.executable, str(SCRIPT.with_name("call_cost.py")), "--quick"], check=True,
+                          capture_output=True, text=True)
+    assert "| ts.segment_reduce fwd+bwd |" in proc.stdout and "| torch.segment_reduce |" in proc.stdout
