@@ -44,3 +44,9 @@ def test_call_cost_runs():
     proc = subprocess.run([sys.executable, str(SCRIPT.with_name("call_cost.py")), "--quick"], check=True,
                           capture_output=True, text=True)
     assert "| ts.segment_reduce fwd+bwd |" in proc.stdout and "| torch.segment_reduce |" in proc.stdout
+
+
+def test_page_faults_runs():
+    proc = subprocess.run([sys.executable, str(SCRIPT.with_name("page_faults.py")), "gather", "2000", "4", "skewed",
+                           "1"], check=True, capture_output=True, text=True, cwd=SCRIPT.parent)
+    assert proc.stdout.startswith("ours: median") and "faults" in proc.stdout
