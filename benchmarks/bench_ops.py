@@ -104,10 +104,12 @@ MAX_REPEATS = 41
 
 
 def compare(fns: dict[str, Fn], x: torch.Tensor, backward: bool, repeats: int,
-            timer: Callable[[Fn, torch.Tensor, bool], float] = run) -> dict[str, float | None]:
+            timer: Callable[[Fn, torch.Tensor, bool], float] = run,
+            budget_s: float = ROW_BUDGET_S) -> dict[str, float | None]:
     """Median ms per function, interleaved; None where the function cannot run. timer(fn, x, backward)
-    returns seconds (default: the wall clock; bench_gpu.py passes CUDA events). Rows of sub-millisecond
-    calls get more than `repeats` runs: a median of 5 such calls moved by up to 2x between runs."""
+    returns seconds (default: the wall clock; bench_gpu.py passes CUDA events). A row whose calls take
+    under budget_s together gets more than `repeats` runs (up to MAX_REPEATS): a median of 5
+    sub-millisecond calls moved by up to 2x between runs; budget_s=0: exactly `repeats`."""
     times: dict[str, list[float]] = {}
     total = 0.0
     for name, fn in fns.items():
@@ -117,14 +119,14 @@ def compare(fns: dict[str, Fn], x: torch.Tensor, backward: bool, repeats: int,
         except (RuntimeError, NotImplementedError):
             pass
     names = list(times)
-    repeats = max(repeats, min(MAX_REPEATS, int(ROW_BUDGET_S / max(total, 1e-9))))
+    repeats = max(repeats, min(MAX_REPEATS, int(budget_s / max(total, 1e-9))))
     for repeat in range(repeats if names else 0):  # rotated: no function always runs right after the same other one,
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:  # whose freed memory it may reuse
             times[name].append(timer(fns[name], x, backward))
     return {name: (statistics.median(times[name]) * 1e3 if name in times else None) for name in fns}
 
 
-def op_table(op: str, sizes, feats, threads, repeats) -> list[str]:
+def op_table(op: str, sizes, feats, threads, repeats, budget_s: float) -> list[str]:
     names: list[str] = []
     rows = []
     for rows_e in sizes:
@@ -137,7 +139,7 @@ def op_table(op: str, sizes, feats, threads, repeats) -> list[str]:
                 for nthreads in threads:
                     torch.set_num_threads(nthreads)
                     for backward in (False, True):
-                        ms = compare(fns, x, backward, repeats)
+                        ms = compare(fns, x, backward, repeats, budget_s=budget_s)
                         rows.append((rows_e, feat, kind, nthreads, "fwd+bwd" if backward else "fwd", ms))
                         print(op, rows[-1][:5], {k: v and round(v, 2) for k, v in ms.items()}, flush=True)
     header = ["E", "F", "lengths", "threads", "pass", *names, "best alternative", "ratio"]
@@ -155,7 +157,7 @@ def op_table(op: str, sizes, feats, threads, repeats) -> list[str]:
     return lines
 
 
-def bandwidth_table(sizes, feats, threads, repeats) -> list[str]:
+def bandwidth_table(sizes, feats, threads, repeats, budget_s: float) -> list[str]:
     lines = ["### segment sum vs memory copy", "",
              "GB/s = (bytes read + bytes written) / time; copy is `dst.copy_(src)` into a preallocated tensor.", "",
              "| E | F | threads | segment sum ms | GB/s | copy ms | GB/s | sum / copy bandwidth |",
@@ -167,7 +169,7 @@ def bandwidth_table(sizes, feats, threads, repeats) -> list[str]:
             for nthreads in threads:
                 torch.set_num_threads(nthreads)
                 fns = {"sum": lambda x, c=case: ts.segment_reduce(x, c.indptr), "copy": lambda x, d=dst: d.copy_(x)}
-                ms = compare(fns, case.src, False, repeats)
+                ms = compare(fns, case.src, False, repeats, budget_s=budget_s)
                 nbytes = case.src.numel() * 4
                 sum_bw = (nbytes + case.segs * feat * 4) / ms["sum"] / 1e6
                 copy_bw = 2 * nbytes / ms["copy"] / 1e6
@@ -181,17 +183,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats (checks the script runs)")
     parser.add_argument("--out", help="write the markdown report here")
     args = parser.parse_args()
-    sizes, feats, threads, repeats = ([10**5, 10**6], [1, 16, 64], [1, 2], 5)
+    sizes, feats, threads, repeats, budget_s = ([10**5, 10**6], [1, 16, 64], [1, 2], 5, ROW_BUDGET_S)
     if args.quick:
-        sizes, feats, threads, repeats = [2000], [1, 4], [1], 2
-        global ROW_BUDGET_S
-        ROW_BUDGET_S = 0.0  # exactly `repeats` runs
+        sizes, feats, threads, repeats, budget_s = [2000], [1, 4], [1], 2, 0.0
     command = "python3.11 -m ci bench" + (" --quick" if args.quick else "")
     report = [
         "# Benchmark results", "",
         f"Command: `{command}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads available, "
         f"torch {torch.__version__}, torch_segment_ops {ts.__version__}, float32, median of {repeats} runs in ms "
-        f"(up to {MAX_REPEATS} in rows whose calls take under {ROW_BUDGET_S / repeats:.1f} s together).",
+        f"(up to {MAX_REPEATS} in rows whose calls take under {budget_s / repeats:.1f} s together).",
         "Lengths: uniform = segment lengths uniform in [0, 32) (mean 16); skewed = four segments hold 80% "
         "of the rows. `fwd+bwd` times forward plus backward of `out.sum()`-like ones gradient.", "",
     ]
@@ -202,8 +202,8 @@ def main() -> None:
         report += [f"torch-scatter {torch_scatter.__version__} (built from its sdist against this torch by "
                    "`python -m ci bench`) is one of the alternatives.", ""]
     for op in ("sum", "mean", "max", "gather", "softmax"):
-        report += op_table(op, sizes, feats, threads, repeats)
-    report += bandwidth_table(sizes[-1:], [16, 64], threads, repeats)
+        report += op_table(op, sizes, feats, threads, repeats, budget_s)
+    report += bandwidth_table(sizes[-1:], [16, 64], threads, repeats, budget_s)
     text = "\n".join(report)
     print(text)
     if args.out:

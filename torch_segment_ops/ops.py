@@ -12,8 +12,8 @@ from torch import Tensor
 
 from . import _cuda_build
 
-_ops = torch.ops.torch_segment_ops
-_KERNELS = {name: getattr(_ops, name).default for name in ("segment_reduce", "gather_csr", "segment_softmax")}
+_KERNELS = {name: getattr(torch.ops.torch_segment_ops, name).default
+            for name in ("segment_reduce", "gather_csr", "segment_softmax")}
 # Where kernels are registered: the CPU always, CUDA when the CUDA build for torch's CUDA major is loaded.
 DEVICES = ("cpu", "cuda") if _cuda_build else ("cpu",)
 REDUCTIONS = ("sum", "mean", "min", "max")
