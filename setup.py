@@ -13,6 +13,7 @@ out), one more library per toolkit, ``_builds/cu<major>/_C.so``, holds the CUDA
 kernels for the GPU architectures ci/declaration/matrix.toml declares for that major. It
 links only the CUDA runtime (libcudart.so.<major>, which torch's own nvidia-*
 packages provide at run time) and needs no CUDA build of torch to compile.
+TORCH_SEGMENT_OPS_NVCC_LAUNCHER (e.g. ``ccache``) goes before each nvcc command.
 """
 
 import hashlib
@@ -138,7 +139,9 @@ def host_compiler(toolkit: Path) -> list[str]:
 
 
 def nvcc_args(major: str, toolkit: Path) -> list[str]:
-    cxx = [a for a in compile_args() if a not in ("-fopenmp-simd",)] + ["-fPIC"]
+    # no build-tree path: nvcc compiles the staged sources into a relative path (a compiler cache
+    # then finds the same command line in every fresh tree)
+    cxx = [a for a in compile_args() if a != "-fopenmp-simd" and not a.startswith("-ffile-prefix-map=")] + ["-fPIC"]
     # -objtemp: intermediate files named after the object, not a random temporary name that ends up in
     # the object (the build must be reproducible)
     return [*host_compiler(toolkit), "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-objtemp",
@@ -195,14 +198,15 @@ class BuildWithRecord(BuildExtension if torch else object):
         """csrc/cuda/*.cu to object files with the toolkit's nvcc, all at once (processes started from
         this thread: forking from worker threads can hang under qemu-user, which the aarch64 lane uses)."""
         major, toolkit = ext.cuda
-        out_dir = Path(self.build_temp).resolve() / f"cu{major}"
+        out_dir = Path(os.path.relpath(self.build_temp)) / f"cu{major}"  # relative: see nvcc_args
         out_dir.mkdir(parents=True, exist_ok=True)
         csrc = staged_sources()
         include = [f"-I{csrc}", *(f"-I{d}" for d in torch.utils.cpp_extension.include_paths())]
+        launcher = os.environ.get("TORCH_SEGMENT_OPS_NVCC_LAUNCHER", "").split()  # e.g. ccache
         jobs = []
         for source in sorted((csrc / "cuda").glob("*.cu")):
             obj = out_dir / (source.stem + ".o")
-            cmd = [str(toolkit / "bin" / "nvcc"), "-c", str(source), "-o", str(obj), *include,
+            cmd = [*launcher, str(toolkit / "bin" / "nvcc"), "-c", str(source), "-o", str(obj), *include,
                    *nvcc_args(major, toolkit), "-Xcompiler", f"-ffile-prefix-map={csrc}=csrc"]
             print(" ".join(cmd), flush=True)
             jobs.append((subprocess.Popen(cmd), cmd, str(obj)))

@@ -46,6 +46,21 @@ def source_date_epoch() -> str:
     return out.stdout.strip() or "315532800"  # 1980-01-01, the earliest zip date
 
 
+def compiler_cache() -> dict[str, str]:
+    """The environment that puts ccache (when installed) before each nvcc command: a rebuild of
+    unchanged CUDA sources reuses the objects of an earlier build (same sources, flags and compiler:
+    same bytes). nvcc's command line names no path of the fresh source tree (setup.py compiles
+    content-addressed staged sources into a relative path), so its key is the same in every tree.
+    Not g++ (seconds here): its commands name the tree, and ccache's base_dir rewrite would change
+    __FILE__. CCACHE_DISABLE=1 compiles everything."""
+    ccache = shutil.which("ccache")
+    if not ccache:
+        return {}
+    # NOHASHDIR: the working directory (the fresh tree) is not in the key; nothing nvcc writes depends on it
+    return {"CCACHE_DIR": str(envs.cache_dir() / "ccache"), "CCACHE_NOHASHDIR": "1",
+            "TORCH_SEGMENT_OPS_NVCC_LAUNCHER": ccache}
+
+
 def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Path = ROOT,
           cuda_majors: tuple[str, ...] | None = None) -> Path:
     """Build the wheel for torch_minor into out_dir and return its path; with the CUDA builds this
@@ -59,7 +74,7 @@ def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Pa
         shutil.copytree(source, tree, ignore=IGNORED)
         log(f"building the wheel for torch {t.pin} (CPython {python}) ...")
         environ = dict(envs.pip_environ(), SOURCE_DATE_EPOCH=source_date_epoch(),
-                       **cuda.build_environ(cuda.cache(), cuda_majors))
+                       **cuda.build_environ(cuda.cache(), cuda_majors), **compiler_cache())
         fresh = Path(tmp) / "dist"  # then moved: a wheel of the same name already in out_dir is replaced
         subprocess.run(
             [str(env.python), "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(fresh),
