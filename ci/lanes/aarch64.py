@@ -22,13 +22,14 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..declaration import matrix
 from ..errors import PipelineError
 from ..stages import cuda
-from ..stages.build import IGNORED, source_date_epoch
+from ..stages.build import IGNORED, ccache_environ, source_date_epoch
 from ..util import envs
 from ..util.envs import REQUIREMENTS, ROOT, log
 
@@ -48,6 +49,7 @@ CROSS_PACKAGES = [
     "libstdc++6-arm64-cross", "libtsan2-arm64-cross", "libubsan1-arm64-cross", "libzstd1",
     "linux-libc-dev-arm64-cross", "zlib1g",
 ]
+CCACHE_PACKAGES = ["ccache", "libhiredis0.14"]  # amd64, its other libraries are above
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # shipped by qemu-user-static
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
@@ -192,6 +194,19 @@ def cuda_toolkits() -> dict[str, str]:
     return {cuda.CUDA_DIR_VARIABLE: "/opt/cuda"} if majors else {}
 
 
+def compiler_cache() -> dict[str, str]:
+    """ccache (amd64, like nvcc: unpacked into the rootfs once) before each nvcc command of the build,
+    its objects kept in the rootfs (ci/stages/build.py ccache_environ)."""
+    binary = rootfs() / "usr" / "bin" / "ccache"
+    if not stamped(binary, " ".join(CCACHE_PACKAGES)):
+        with tempfile.TemporaryDirectory(prefix="torch-segment-ops-ccache-debs-") as debs:
+            subprocess.run(["apt-get", "download", *CCACHE_PACKAGES], cwd=debs, check=True, capture_output=True)
+            for deb in sorted(Path(debs).glob("*.deb")):
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(rootfs())], check=True)
+        stamp(binary, " ".join(CCACHE_PACKAGES))
+    return ccache_environ("/usr/bin/ccache", "/var/cache/torch-segment-ops-ccache")
+
+
 def torch_site(pin: str) -> Path:
     return site(f"torch-{pin}", [f"torch=={pin}", "numpy==2.4.6"])
 
@@ -201,6 +216,7 @@ def build(minor: str, out: Path) -> Path:
     t = matrix.torch(minor)
     torch_dir = torch_site(t.pin)
     build_dir = site("build", requirement_lines(REQUIREMENTS / "build.txt") + ["pip==26.3"])
+    toolkits = cuda_toolkits()
     work = rootfs() / "work"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ROOT, work / "src", ignore=IGNORED)
@@ -208,7 +224,7 @@ def build(minor: str, out: Path) -> Path:
            # its ninja (an arm64 binary, emulated) runs the cross compiler on every core, not one file at a time
            "PATH": f"/opt/{build_dir.name}/bin:/usr/local/bin:/usr/bin:/bin",
            "CXX": "aarch64-linux-gnu-g++", "MAX_JOBS": str(os.cpu_count() or 2),
-           "SOURCE_DATE_EPOCH": source_date_epoch(), **cuda_toolkits()}
+           "SOURCE_DATE_EPOCH": source_date_epoch(), **toolkits, **(compiler_cache() if toolkits else {})}
     log(f"building the aarch64 wheel for torch {t.pin} (emulated CPython, native cross g++) ...")
     with mounted_proc(rootfs()):
         result = chroot(["python3", "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", "/work/dist",

