@@ -7,8 +7,9 @@ replaced by a stand-in built locally: Debian bookworm (debootstrap minbase +
 build-essential), this machine's CPythons laid out as /opt/python/cpXY-cpXY
 (cp39 too: cibuildwheel runs its helpers with it), pip, auditwheel and
 patchelf, and ccache before nvcc (objects kept in the host's cache). Honest
-label: glibc 2.36, so the wheel reaches manylinux_2_34, not manylinux_2_28. torch comes from a file index in the cache (through
-cibuildwheel's /host mount of /), PyPI packages from PyPI.
+label: glibc 2.36, so the wheel reaches manylinux_2_34, not manylinux_2_28.
+torch comes from a file index in the cache (through cibuildwheel's /host
+mount of /), PyPI packages from PyPI.
 
 Everything lives under <cache>/cibuildwheel: the rootfs, the docker daemon's
 data and exec roots and socket, cibuildwheel's cache. The daemon is stopped
