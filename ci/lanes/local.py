@@ -18,6 +18,7 @@ from pathlib import Path
 from ..declaration import matrix
 from ..errors import CheckFailed, PipelineError
 from ..stages import audit, build, merge, repair, smoke
+from ..stages.build import source_date_epoch
 from ..stages.wheels import WheelInfo
 from ..util.envs import ROOT
 from . import report
@@ -259,7 +260,8 @@ def pipeline(out: Path, torches: list[matrix.Torch], build, lib_dir, smoke_cells
         for t in torches if not final else []:
             built = progress.step(f"build torch {t.minor}", lambda t=t: (build(t, dist), "built"))
             fixed = progress.step(f"repair torch {t.minor}", lambda b=built, t=t: (
-                repair.repair(b, out if stable else per_torch_dir, lib_dir=lib_dir(t), platform=platform),
+                repair.repair(b, out if stable else per_torch_dir, lib_dir=lib_dir(t), platform=platform,
+                              epoch=source_date_epoch()),
                 "repaired"))
             progress.step(f"audit torch {t.minor}", lambda w=fixed: audited(w))
             repaired.append(fixed)

@@ -54,21 +54,25 @@ def command(wheel: Path, dest: Path, lib_dir: Path, platform: str = sys.platform
     return ["auditwheel", "repair", *(["--plat", plat] if plat else []), "-w", str(dest), *flags, str(wheel)]
 
 
-def environment(lib_dir: Path, platform: str = sys.platform) -> dict[str, str]:
+def environment(lib_dir: Path, platform: str = sys.platform, epoch: str | None = None) -> dict[str, str]:
     """delocate resolves every @rpath dependency before it applies --exclude, and our library has
     no rpath (torch's libraries are loaded by `import torch`), so without torch's lib folder on
-    DYLD_LIBRARY_PATH it stops with "Could not find all dependencies"."""
+    DYLD_LIBRARY_PATH it stops with "Could not find all dependencies". epoch: SOURCE_DATE_EPOCH,
+    which auditwheel and delocate date the repaired wheel's zip entries by (else: now)."""
     env = dict(os.environ)
+    if epoch:
+        env["SOURCE_DATE_EPOCH"] = epoch
     if platform == "darwin":
         env["DYLD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib_dir), env.get("DYLD_LIBRARY_PATH")]))
     return env
 
 
 def repair(wheel: Path, dest: Path, plat: str | None = None, lib_dir: Path | None = None,
-           platform: str = sys.platform) -> Path:
+           platform: str = sys.platform, epoch: str | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     lib_dir = lib_dir or torch_lib_dir()
-    subprocess.run(command(wheel, dest, lib_dir, platform, plat), check=True, env=environment(lib_dir, platform))
+    subprocess.run(command(wheel, dest, lib_dir, platform, plat), check=True,
+                   env=environment(lib_dir, platform, epoch))
     name_version = "-".join(wheel.name.split("-")[:2])
     made = sorted(dest.glob(f"{name_version}-*.whl"), key=lambda p: p.stat().st_mtime)
     if not made:

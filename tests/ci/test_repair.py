@@ -55,3 +55,10 @@ def test_delocate_gets_torch_on_the_library_path_only_on_macos(tmp_path, monkeyp
     monkeypatch.setenv("DYLD_LIBRARY_PATH", "/elsewhere")
     assert repair.environment(tmp_path, "darwin")["DYLD_LIBRARY_PATH"] == f"{tmp_path}:/elsewhere"
     assert repair.environment(tmp_path, "linux")["DYLD_LIBRARY_PATH"] == "/elsewhere"
+
+
+def test_a_repair_dates_the_zip_entries_by_the_given_epoch(tmp_path, monkeypatch):
+    """`local` passes the build's SOURCE_DATE_EPOCH: without it auditwheel/delocate date the entries now."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
+    assert repair.environment(tmp_path, epoch="1700000000")["SOURCE_DATE_EPOCH"] == "1700000000"
+    assert repair.environment(tmp_path)["SOURCE_DATE_EPOCH"] == "1"

@@ -13,7 +13,7 @@ from wheel.wheelfile import WheelFile
 
 from ci.declaration import matrix
 from ci.publish import guard
-from ci.stages import audit, build, smoke
+from ci.stages import audit, build, repair, smoke
 from ci.stages.wheels import WheelInfo
 from tests.e2e.conftest import EPOCH
 from tests.old_names import members, old_names
@@ -85,14 +85,17 @@ def envs_torch_lib(minor):
 
 
 def test_builds_are_reproducible(wheelhouse, tmp_path, monkeypatch):
-    """Same commit, same SOURCE_DATE_EPOCH, another source folder: byte-identical wheel. Compiled
-    again, never from ccache (the session's wheel may hold objects an earlier run compiled)."""
+    """Same commit, same SOURCE_DATE_EPOCH, another source folder: byte-identical wheel, before and
+    after the repair. Compiled again, never from ccache (the session's wheel may hold objects an
+    earlier run compiled)."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     monkeypatch.setenv("CCACHE_DISABLE", "1")
     first = next((wheelhouse / "build").glob("*.whl"))
     again = build.build(matrix.build_torch().minor, tmp_path / "again")
     assert again.name == first.name
     assert again.read_bytes() == first.read_bytes()
+    repaired = repair.repair(again, tmp_path / "repaired")
+    assert repaired.read_bytes() == next(wheelhouse.glob("*.whl")).read_bytes()
     shutil.rmtree(tmp_path / "again")
 
 
