@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +36,7 @@ SUITE = "bookworm"  # its python3 is 3.11, which the torch wheels below target
 PYTHON = "3.11"
 TARGET_PLATFORM = "aarch64-manylinux_2_36"  # bookworm's glibc
 ROOTFS_PACKAGES = ["python3", "libpython3.11-dev"]
-# amd64 packages: the cross compiler, its arm64 sysroot, and the libraries it runs on
+# amd64 packages: the cross compiler, its arm64 sysroot, the libraries it runs on, and ccache (for nvcc)
 CROSS_PACKAGES = [
     "binutils-aarch64-linux-gnu", "binutils-common", "cpp-12-aarch64-linux-gnu", "cpp-aarch64-linux-gnu",
     "g++-12-aarch64-linux-gnu", "g++-aarch64-linux-gnu", "gcc-12-aarch64-linux-gnu",
@@ -47,9 +46,8 @@ CROSS_PACKAGES = [
     "libgmp10", "libgomp1-arm64-cross", "libhwasan0-arm64-cross", "libisl23", "libitm1-arm64-cross",
     "libjansson4", "liblsan0-arm64-cross", "libmpc3", "libmpfr6", "libstdc++-12-dev-arm64-cross", "libstdc++6",
     "libstdc++6-arm64-cross", "libtsan2-arm64-cross", "libubsan1-arm64-cross", "libzstd1",
-    "linux-libc-dev-arm64-cross", "zlib1g",
+    "linux-libc-dev-arm64-cross", "zlib1g", "ccache", "libhiredis0.14",
 ]
-CCACHE_PACKAGES = ["ccache", "libhiredis0.14"]  # amd64, its other libraries are above
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # shipped by qemu-user-static
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
@@ -195,15 +193,8 @@ def cuda_toolkits() -> dict[str, str]:
 
 
 def compiler_cache() -> dict[str, str]:
-    """ccache (amd64, like nvcc: unpacked into the rootfs once) before each nvcc command of the build,
-    its objects kept in the rootfs (ci/stages/build.py ccache_environ)."""
-    binary = rootfs() / "usr" / "bin" / "ccache"
-    if not stamped(binary, " ".join(CCACHE_PACKAGES)):
-        with tempfile.TemporaryDirectory(prefix="torch-segment-ops-ccache-debs-") as debs:
-            subprocess.run(["apt-get", "download", *CCACHE_PACKAGES], cwd=debs, check=True, capture_output=True)
-            for deb in sorted(Path(debs).glob("*.deb")):
-                subprocess.run(["dpkg-deb", "-x", str(deb), str(rootfs())], check=True)
-        stamp(binary, " ".join(CCACHE_PACKAGES))
+    """ccache (amd64, like nvcc; one of CROSS_PACKAGES) before each nvcc command of the build, its
+    objects kept in the rootfs (ci/stages/build.py ccache_environ)."""
     return ccache_environ("/usr/bin/ccache", "/var/cache/torch-segment-ops-ccache")
 
 
