@@ -36,6 +36,7 @@ class Case:
 
     def __init__(self, rows: int, feat: int, kind: str):
         gen = torch.Generator().manual_seed(0)
+        self.kind = kind
         self.lengths = make_lengths(rows, kind, gen)
         self.indptr = ts.lengths_to_indptr(self.lengths)
         self.segs = self.lengths.numel()

@@ -1,36 +1,97 @@
-"""One row of bench_ops.py in a fresh process, each call's time with the minor page faults it took:
-at E = 1e6 and F >= 16 an output is a fresh mmap of 64 MB or more, and first touching its pages
-costs more than the copy (a 4 KiB page per fault).
+"""One forward row of bench_ops.py, each call's time with the minor page faults it took and where glibc's
+malloc put its output: at E = 1e6 and F >= 16 an output is 64 MB or more, and first touching fresh
+pages costs more than the copy (a 4 KiB page per fault).
 
-    python benchmarks/page_faults.py gather 1000000 16 uniform 1   # op E F lengths threads
+    python benchmarks/page_faults.py gather 1000000 16 skewed 1                     # a fresh process
+    python benchmarks/page_faults.py gather 1000000 16 skewed 1 --tables sum,gather  # inside bench_ops' tables
+
+"heap": the output came from a free chunk of the main heap, whose pages are already resident (no faults);
+"mmap": a fresh mapping (one fault per page). "fill": `torch.empty` of the output's shape filled with
+ones, the floor for writing that many fresh pages. In a fresh process every large output is "mmap". With
+--tables the row is recorded where bench_ops' full tables (for those ops, in that order) run it, after
+the earlier rows, whose freed memory leaves free chunks in the heap: which call finds one big enough
+depends on that history, not on the op. With THP_MEM_ALLOC_ENABLE=1 in the environment torch asks for
+transparent huge pages for large tensors (where the kernel allows it: "madvise" or "always" in
+/sys/kernel/mm/transparent_hugepage/enabled), one fault per 2 MiB instead of per 4 KiB; our ops ask for
+them on their own large outputs without it (csrc/common.h, advise_huge_pages).
 """
 
+import argparse
+import ctypes
+import ctypes.util
 import resource
-import sys
+import statistics
+import time
 
 import bench_ops
 import torch
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+
+def _mmapped_bytes():
+    """glibc's bytes in mmapped chunks (mallinfo2().hblkhd, glibc >= 2.33), or None elsewhere."""
+    try:
+        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
+    except (AttributeError, OSError, TypeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    return lambda: mallinfo2().hblkhd
+
+
+def recorded(fn, calls: list, threads: int):
+    """fn, recording (ms, faults, where) for each forward call made on `threads` threads."""
+    mmapped = _mmapped_bytes()
+
+    def call(x):
+        if x.requires_grad or torch.get_num_threads() != threads:
+            return fn(x)
+        faults, in_mmaps = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, mmapped and mmapped()
+        start = time.perf_counter()
+        out = fn(x)
+        seconds = time.perf_counter() - start
+        where = "" if mmapped is None else "/mmap" if mmapped() > in_mmaps else "/heap"  # out is still alive
+        calls.append((seconds * 1e3, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, where))
+        return out
+    return call
+
+
 def main() -> None:
-    op, rows, feat, kind, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-    torch.set_num_threads(threads)
-    case = bench_ops.Case(rows, feat, kind)
-    fns = bench_ops.alternatives(op, case)
-    x = case.seg_src if op == "gather" else case.src
-    calls: dict[str, list[tuple[float, int]]] = {name: [] for name in fns}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("op", choices=["sum", "mean", "max", "gather", "softmax"])
+    parser.add_argument("rows", type=int)
+    parser.add_argument("feat", type=int)
+    parser.add_argument("kind", choices=["uniform", "skewed"])
+    parser.add_argument("threads", type=int)
+    parser.add_argument("--tables", default="", help="comma-separated ops whose bench_ops tables to run")
+    args = parser.parse_args()
+    calls: dict[str, list] = {}
+    plain = bench_ops.alternatives
 
-    def timer(fn, x, backward):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        seconds = bench_ops.run(fn, x, backward)
-        name = next(n for n, f in fns.items() if f is fn)
-        calls[name].append((seconds * 1e3, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
-        return seconds
+    def alternatives(op, case):
+        fns = plain(op, case)
+        if op != args.op or (case.src.shape[0], case.src.shape[1], case.kind) != (args.rows, args.feat, args.kind):
+            return fns
+        shape = (case.segs, args.feat) if op in ("sum", "mean", "max") else case.src.shape
+        fns = {**fns, "fill": lambda x: torch.empty(shape).fill_(1.0)}
+        return {name: recorded(fn, calls.setdefault(name, []), args.threads) for name, fn in fns.items()}
 
-    medians = bench_ops.compare(fns, x, False, 5, timer)
-    for name, ms in medians.items():
-        runs = ", ".join(f"{t:.1f} ms/{faults} faults" for t, faults in calls[name][1:])  # [0]: the warm-up
-        print(f"{name}: median {ms:.2f} ms ({runs})" if ms is not None else f"{name}: cannot run")
+    bench_ops.alternatives = alternatives
+    for op in filter(None, args.tables.split(",")):
+        bench_ops.op_table(op, [10**5, 10**6], [1, 16, 64], [1, 2], 5, bench_ops.ROW_BUDGET_S)
+    if not calls:  # a fresh process, or the tables did not hold the row
+        torch.set_num_threads(args.threads)
+        case = bench_ops.Case(args.rows, args.feat, args.kind)
+        bench_ops.compare(alternatives(args.op, case), case.seg_src if args.op == "gather" else case.src, False, 5)
+    for name, runs in calls.items():
+        runs = runs[1:]  # [0]: the warm-up
+        listed = ", ".join(f"{ms:.1f} ms/{faults} faults{where}" for ms, faults, where in runs[:9])
+        listed += ", ..." if len(runs) > 9 else ""
+        print(f"{name}: median {statistics.median(ms for ms, _, _ in runs):.2f} ms ({listed})" if runs else
+              f"{name}: cannot run")
 
 
 if __name__ == "__main__":

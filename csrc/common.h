@@ -17,6 +17,10 @@
 #include <optional>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace torch_segment_ops {
 
 using torch::headeronly::ScalarType;
@@ -86,6 +90,27 @@ inline int64_t row_size(const Tensor& t) {
   return f;
 }
 
+// Every output is written in full right after it is made. A large one is usually a fresh mapping
+// (glibc mmaps requests over its threshold, 32 MiB at most), and first touching it costs a page fault per
+// 4 KiB, more than the kernel's writes (benchmarks/page_faults.py): ask for transparent huge pages on
+// its 2 MiB-aligned interior, as torch does for all tensors under THP_MEM_ALLOC_ENABLE=1. Only advice:
+// a kernel with THP off, or `never`, ignores it. Memory already resident (a reused heap chunk) is left
+// alone, so the heap's mapping is not split into ever more pieces.
+inline void advise_huge_pages(void* data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t(2) << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(huge - 1);
+  if (end <= begin) return;
+  unsigned char resident = 0;
+  if (mincore(reinterpret_cast<void*>(begin), 1, &resident) != 0 || (resident & 1)) return;
+  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
 // A new contiguous tensor of `sizes` on like's device, of like's dtype (or `dtype`): what
 // torch::stable::new_empty gives, in one C shim call (aoti_torch_empty_strided) instead of a boxed
 // dispatcher call that looks "aten::new_empty" up by name: a few microseconds per output, which
@@ -107,7 +132,11 @@ inline Tensor new_contiguous(const Tensor& like, const std::vector<int64_t>& siz
   AtenTensorHandle out;
   STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_empty_strided(int64_t(sizes.size()), sizes.data(), strides.data(), target,
                                                          device_type, device_index, &out));
-  return Tensor(out);
+  Tensor result(out);
+  if (device_type == aoti_torch_device_type_cpu()) {
+    advise_huge_pages(result.data_ptr(), size_t(result.numel()) * aoti_torch_dtype_element_size(target));
+  }
+  return result;
 }
 
 // t's sizes with dim 0 replaced by rows.
