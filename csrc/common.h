@@ -90,15 +90,17 @@ inline int64_t row_size(const Tensor& t) {
   return f;
 }
 
-// Every output is written in full right after it is made. A large one is usually a fresh mapping
-// (glibc mmaps requests over its threshold, 32 MiB at most), and first touching it costs a page fault per
-// 4 KiB, more than the kernel's writes (benchmarks/page_faults.py): ask for transparent huge pages on
-// its 2 MiB-aligned interior, as torch does for all tensors under THP_MEM_ALLOC_ENABLE=1. Only advice:
-// a kernel with THP off, or `never`, ignores it. Memory already resident (a reused heap chunk) is left
-// alone, so the heap's mapping is not split into ever more pieces.
+// Every output is written in full right after it is made. From 32 MiB (glibc's largest mmap threshold
+// on 64-bit) a request that no free heap chunk meets is a fresh mapping, and first touching it costs a
+// page fault per 4 KiB, more than the kernel's writes (benchmarks/page_faults.py): ask for transparent
+// huge pages on its 2 MiB-aligned interior, as torch does for all tensors under THP_MEM_ALLOC_ENABLE=1.
+// Only advice: a kernel with THP `never` ignores it. Smaller outputs and resident memory (a reused heap
+// chunk) are left alone: advice there would split the heap's mapping and let khugepaged fill 2 MiB
+// ranges the heap later uses only in part.
 inline void advise_huge_pages(void* data, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t huge = uintptr_t(2) << 20;
+  if (bytes < (size_t(32) << 20)) return;
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(huge - 1);
   if (end <= begin) return;
