@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from shapes import make_lengths
@@ -100,6 +102,7 @@ def run(fn: Fn, x: torch.Tensor, backward: bool) -> float:
     return time.perf_counter() - start
 
 
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 ROW_BUDGET_S = 0.5  # a fast row is repeated until its calls took about this long together (up to MAX_REPEATS)
 MAX_REPEATS = 41
 
@@ -179,6 +182,14 @@ def bandwidth_table(sizes, feats, threads, repeats, budget_s: float) -> list[str
     return lines + [""]
 
 
+def thp_mode() -> str:
+    """The kernel's transparent-huge-page mode, e.g. `madvise`, or why it is unknown."""
+    try:
+        return re.search(r"\[(\w+)\]", THP.read_text()).group(1)
+    except (OSError, AttributeError):
+        return "unknown (no " + str(THP) + ")"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats (checks the script runs)")
@@ -194,7 +205,9 @@ def main() -> None:
         f"torch {torch.__version__}, torch_segment_ops {ts.__version__}, float32, median of {repeats} runs in ms "
         f"(up to {MAX_REPEATS} in rows whose calls take under {budget_s / repeats:.1f} s together).",
         "Lengths: uniform = segment lengths uniform in [0, 32) (mean 16); skewed = four segments hold 80% "
-        "of the rows. `fwd+bwd` times forward plus backward of `out.sum()`-like ones gradient.", "",
+        "of the rows. `fwd+bwd` times forward plus backward of `out.sum()`-like ones gradient.",
+        f"Transparent huge pages: {thp_mode()}; THP_MEM_ALLOC_ENABLE (torch's opt-in to them for its tensors): "
+        f"{os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}.", "",
     ]
     if torch_scatter is None:
         why = os.environ.get("TORCH_SCATTER_SKIPPED", "it is not installed")

@@ -12,8 +12,8 @@ ones, the floor for writing that many fresh pages. In a fresh process every larg
 the earlier rows, whose freed memory leaves free chunks in the heap: which call finds one big enough
 depends on that history, not on the op. With THP_MEM_ALLOC_ENABLE=1 in the environment torch asks for
 transparent huge pages for large tensors (where the kernel allows it: "madvise" or "always" in
-/sys/kernel/mm/transparent_hugepage/enabled), one fault per 2 MiB instead of per 4 KiB; our ops ask for
-them on their own large outputs without it (csrc/common.h, advise_huge_pages).
+/sys/kernel/mm/transparent_hugepage/enabled), one fault per 2 MiB instead of per 4 KiB (what that did
+on a development VM, and why our ops do not ask for huge pages themselves: docs/performance.md).
 """
 
 import argparse

@@ -17,10 +17,6 @@
 #include <optional>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 namespace torch_segment_ops {
 
 using torch::headeronly::ScalarType;
@@ -90,29 +86,6 @@ inline int64_t row_size(const Tensor& t) {
   return f;
 }
 
-// Every output is written in full right after it is made. From 32 MiB (glibc's largest mmap threshold
-// on 64-bit) a request that no free heap chunk meets is a fresh mapping, and first touching it costs a
-// page fault per 4 KiB, more than the kernel's writes (benchmarks/page_faults.py): ask for transparent
-// huge pages on its 2 MiB-aligned interior, as torch does for all tensors under THP_MEM_ALLOC_ENABLE=1.
-// Only advice: a kernel with THP `never` ignores it. Smaller outputs and resident memory (a reused heap
-// chunk) are left alone: advice there would split the heap's mapping and let khugepaged fill 2 MiB
-// ranges the heap later uses only in part.
-inline void advise_huge_pages(void* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t huge = uintptr_t(2) << 20;
-  if (bytes < (size_t(32) << 20)) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(huge - 1);
-  if (end <= begin) return;
-  unsigned char resident = 0;
-  if (mincore(reinterpret_cast<void*>(begin), 1, &resident) != 0 || (resident & 1)) return;
-  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)data;
-  (void)bytes;
-#endif
-}
-
 // A new contiguous tensor of `sizes` on like's device, of like's dtype (or `dtype`): what
 // torch::stable::new_empty gives, in one C shim call (aoti_torch_empty_strided) instead of a boxed
 // dispatcher call that looks "aten::new_empty" up by name: a few microseconds per output, which
@@ -134,11 +107,7 @@ inline Tensor new_contiguous(const Tensor& like, const std::vector<int64_t>& siz
   AtenTensorHandle out;
   STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_empty_strided(int64_t(sizes.size()), sizes.data(), strides.data(), target,
                                                          device_type, device_index, &out));
-  Tensor result(out);
-  if (device_type == aoti_torch_device_type_cpu()) {
-    advise_huge_pages(result.data_ptr(), size_t(result.numel()) * aoti_torch_dtype_element_size(target));
-  }
-  return result;
+  return Tensor(out);
 }
 
 // t's sizes with dim 0 replaced by rows.
