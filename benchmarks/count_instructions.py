@@ -8,7 +8,8 @@ the difference:
 (`Collected : <count>` on valgrind's last line; 1 thread). Cases on a 4-row input (the cost of a
 call): reduce, gather, softmax, torch (torch.segment_reduce), and *_bwd for forward + backward
 of `out.backward(ones)`. Cases on E = 1e5 rows with uniform lengths (divide by n * 1e5 for a
-row's cost): big_softmax F, big_sum F, big_torch_sum F, big_max F, big_torch_max F with F the row width.
+row's cost): big_softmax F, big_sum F, big_torch_sum F, big_max F, big_torch_max F, big_gather F,
+big_index_select F, big_repeat_interleave F with F the row width.
 """
 
 import sys
@@ -44,7 +45,12 @@ def big_cases(feat: int) -> dict:
     lengths = make_lengths(100_000, "uniform", gen)
     indptr = ts.lengths_to_indptr(lengths)
     x = torch.randn(100_000, feat, generator=gen)
+    seg_x = torch.randn(lengths.numel(), feat, generator=gen)
+    index = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
     return {
+        "big_gather": lambda: ts.gather_csr(seg_x, indptr, 100_000),
+        "big_index_select": lambda: seg_x.index_select(0, index),
+        "big_repeat_interleave": lambda: seg_x.repeat_interleave(lengths, 0, output_size=100_000),
         "big_softmax": lambda: ts.segment_softmax(x, indptr),
         "big_sum": lambda: ts.segment_reduce(x, indptr, "sum"),
         "big_torch_sum": lambda: torch.segment_reduce(x, "sum", lengths=lengths, unsafe=True),

@@ -1,9 +1,13 @@
-"""One forward row of bench_ops.py, each call's time with the minor page faults it took and where glibc's
+"""One row of bench_ops.py, each call's time with the minor page faults it took and where glibc's
 malloc put its output: at E = 1e6 and F >= 16 an output is 64 MB or more, and first touching fresh
 pages costs more than the copy (a 4 KiB page per fault).
 
     python benchmarks/page_faults.py gather 1000000 16 skewed 1                     # a fresh process
     python benchmarks/page_faults.py gather 1000000 16 skewed 1 --tables sum,gather  # inside bench_ops' tables
+    python benchmarks/page_faults.py sum 100000 64 uniform 1 --backward --tables sum  # a fwd+bwd row
+
+Each call: its milliseconds, the system (kernel) milliseconds within them, its minor faults, and for
+a forward call where its output lies.
 
 "heap": the output came from a free chunk of the main heap, whose pages are already resident (no faults);
 "mmap": a fresh mapping (one fault per page). "fill": `torch.empty` of the output's shape filled with
@@ -42,19 +46,31 @@ def _mmapped_bytes():
     return lambda: mallinfo2().hblkhd
 
 
-def recorded(fn, calls: list, threads: int):
-    """fn, recording (ms, faults, where) for each forward call made on `threads` threads."""
+def recorded(fn, calls: list, threads: int, backward: bool):
+    """fn, recording (ms, system-time ms, faults, where) for each call made on `threads` threads with
+    (backward) or without a gradient; with one, the record ends when the output's backward() returns."""
     mmapped = _mmapped_bytes()
 
     def call(x):
-        if x.requires_grad or torch.get_num_threads() != threads:
+        if x.requires_grad != backward or torch.get_num_threads() != threads:
             return fn(x)
-        faults, in_mmaps = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, mmapped and mmapped()
-        start = time.perf_counter()
+        before, in_mmaps, start = resource.getrusage(resource.RUSAGE_SELF), mmapped and mmapped(), time.perf_counter()
         out = fn(x)
-        seconds = time.perf_counter() - start
-        where = "" if mmapped is None else "/mmap" if mmapped() > in_mmaps else "/heap"  # out is still alive
-        calls.append((seconds * 1e3, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, where))
+
+        def record(where=""):
+            seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+            calls.append((seconds * 1e3, (after.ru_stime - before.ru_stime) * 1e3,
+                          after.ru_minflt - before.ru_minflt, where))
+
+        if not backward:
+            record("" if mmapped is None else "/mmap" if mmapped() > in_mmaps else "/heap")  # out is still alive
+            return out
+        plain_backward = out.backward
+
+        def backward_then_record(*args, **kwargs):
+            plain_backward(*args, **kwargs)
+            record()
+        out.backward = backward_then_record
         return out
     return call
 
@@ -66,6 +82,7 @@ def main() -> None:
     parser.add_argument("feat", type=int)
     parser.add_argument("kind", choices=["uniform", "skewed"])
     parser.add_argument("threads", type=int)
+    parser.add_argument("--backward", action="store_true", help="the row's fwd+bwd pass (default: fwd)")
     parser.add_argument("--tables", default="", help="comma-separated ops whose bench_ops tables to run")
     args = parser.parse_args()
     calls: dict[str, list] = {}
@@ -76,8 +93,9 @@ def main() -> None:
         if op != args.op or (case.src.shape[0], case.src.shape[1], case.kind) != (args.rows, args.feat, args.kind):
             return fns
         shape = (case.segs, args.feat) if op in ("sum", "mean", "max") else case.src.shape
-        fns = {**fns, "fill": lambda x: torch.empty(shape).fill_(1.0)}
-        return {name: recorded(fn, calls.setdefault(name, []), args.threads) for name, fn in fns.items()}
+        fns = fns if args.backward else {**fns, "fill": lambda x: torch.empty(shape).fill_(1.0)}
+        return {name: recorded(fn, calls.setdefault(name, []), args.threads, args.backward)
+                for name, fn in fns.items()}
 
     bench_ops.alternatives = alternatives
     for op in filter(None, args.tables.split(",")):
@@ -85,12 +103,13 @@ def main() -> None:
     if not calls:  # a fresh process, or the tables did not hold the row
         torch.set_num_threads(args.threads)
         case = bench_ops.Case(args.rows, args.feat, args.kind)
-        bench_ops.compare(alternatives(args.op, case), case.seg_src if args.op == "gather" else case.src, False, 5)
+        x = case.seg_src if args.op == "gather" else case.src
+        bench_ops.compare(alternatives(args.op, case), x, args.backward, 5)
     for name, runs in calls.items():
         runs = runs[1:]  # [0]: the warm-up
-        listed = ", ".join(f"{ms:.1f} ms/{faults} faults{where}" for ms, faults, where in runs[:9])
+        listed = ", ".join(f"{ms:.1f} ms/{sys:.0f} sys/{faults} faults{where}" for ms, sys, faults, where in runs[:9])
         listed += ", ..." if len(runs) > 9 else ""
-        print(f"{name}: median {statistics.median(ms for ms, _, _ in runs):.2f} ms ({listed})" if runs else
+        print(f"{name}: median {statistics.median(run[0] for run in runs):.2f} ms ({listed})" if runs else
               f"{name}: cannot run")
 
 
