@@ -8,8 +8,9 @@ the difference:
 (`Collected : <count>` on valgrind's last line; 1 thread). Cases on a 4-row input (the cost of a
 call): reduce, gather, softmax, torch (torch.segment_reduce), and *_bwd for forward + backward
 of `out.backward(ones)`. Cases on E = 1e5 rows with uniform lengths (divide by n * 1e5 for a
-row's cost): big_softmax F, big_sum F, big_torch_sum F, big_max F, big_torch_max F, big_gather F,
-big_index_select F, big_repeat_interleave F with F the row width.
+row's cost): big_softmax F, big_sum F, big_torch_sum F, big_sparse_sum F (sparse CSR matmul),
+big_max F, big_torch_max F, big_gather F, big_index_select F, big_repeat_interleave F with F the
+row width.
 """
 
 import sys
@@ -47,6 +48,7 @@ def big_cases(feat: int) -> dict:
     x = torch.randn(100_000, feat, generator=gen)
     seg_x = torch.randn(lengths.numel(), feat, generator=gen)
     index = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+    csr = torch.sparse_csr_tensor(indptr, torch.arange(100_000), torch.ones(100_000), (lengths.numel(), 100_000))
     return {
         "big_gather": lambda: ts.gather_csr(seg_x, indptr, 100_000),
         "big_index_select": lambda: seg_x.index_select(0, index),
@@ -54,6 +56,7 @@ def big_cases(feat: int) -> dict:
         "big_softmax": lambda: ts.segment_softmax(x, indptr),
         "big_sum": lambda: ts.segment_reduce(x, indptr, "sum"),
         "big_torch_sum": lambda: torch.segment_reduce(x, "sum", lengths=lengths, unsafe=True),
+        "big_sparse_sum": lambda: csr @ x,
         "big_max": lambda: ts.segment_reduce(x, indptr, "max"),
         "big_torch_max": lambda: torch.segment_reduce(x, "max", lengths=lengths, unsafe=True),
     }

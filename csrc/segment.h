@@ -58,6 +58,24 @@ inline int64_t num_chunks(int64_t rows, int64_t row_len) {
   return std::max(chunks, rows / (int64_t(1) << 30) + 1);  // < 2^30 rows each (see reduce_rows)
 }
 
+// A sum-like reduction of rows [r0, r1) of width kF, known when compiling: the
+// accumulators stay in registers for the whole segment instead of being loaded
+// and stored for every row (the general loop's F is only known at run time).
+// Counted with callgrind (benchmarks/count_instructions.py big_sum 16): see
+// docs/performance.md.
+constexpr int64_t kFixedWidth = 16;
+
+template <int64_t kF, typename acc_t, typename Op, typename Load>
+inline void reduce_fixed_width(int64_t seg, int64_t r0, int64_t r1, acc_t* __restrict acc, const Load& load) {
+  acc_t local[kF];
+  for (int64_t f = 0; f < kF; ++f) local[f] = load(seg, r0, f);
+  int32_t unused = 0;
+  for (int64_t r = r0 + 1; r < r1; ++r) {
+    for (int64_t f = 0; f < kF; ++f) Op::update(local[f], unused, load(seg, r, f), 0);
+  }
+  for (int64_t f = 0; f < kF; ++f) acc[f] = local[f];
+}
+
 // Segmented reduction over rows, balanced by rows rather than by segments, so
 // a few huge segments do not serialise the work. Rows are cut into equal
 // chunks; a segment that crosses chunk boundaries is reduced piecewise in
@@ -108,6 +126,9 @@ void reduce_segments(const index_t* indptr, int64_t num_segs, int64_t num_rows, 
         arg[0] = r0 + o;
       }
       return;
+    }
+    if constexpr (Op::kReassociable) {
+      if (F == kFixedWidth) return reduce_fixed_width<kFixedWidth, acc_t, Op>(seg, r0, r1, acc, load);
     }
     // Start from the first row (not the identity) so that min/max of an
     // all -inf/+inf segment still points at a real row.

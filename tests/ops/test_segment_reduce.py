@@ -93,6 +93,17 @@ def test_skewed_segments_across_chunks(reduce, threads):
     ref.assert_close(out, ref.segment_reduce(src, indptr, reduce))
 
 
+@pytest.mark.parametrize("dtype", ref.DTYPES, ids=str)
+@pytest.mark.parametrize("reduce", REDUCTIONS)
+def test_rows_of_16_across_chunks(reduce, dtype):
+    """Width 16 has its own sum/mean loop (csrc/segment.h: reduce_fixed_width); segments here cross the
+    row chunks, and an empty one and one of a single row sit between them."""
+    lengths = torch.tensor([5_000, 0, 1, 3_000] + [9] * 300)
+    indptr = ts.lengths_to_indptr(lengths)
+    src = torch.randn(int(lengths.sum()), 4, 4, generator=torch.Generator().manual_seed(16)).to(dtype)
+    ref.assert_close(ts.segment_reduce(src, indptr, reduce), ref.segment_reduce(src, indptr, reduce))
+
+
 @pytest.mark.parametrize("reduce", REDUCTIONS)
 def test_gradcheck(reduce):
     src = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
