@@ -32,8 +32,9 @@ def test_every_instruction_count_case_runs(tmp_path):
     """count_instructions.py's cases (run here without valgrind, once each), through its main() in one
     process: torch is imported once, not once per case."""
     cases = [[case, "1"] for case in ("reduce", "max_bwd", "gather_bwd", "softmax_bwd", "torch_bwd")]
-    cases += [[case, "0", "2"] for case in ("big_softmax", "big_sum", "big_torch_sum", "big_sparse_sum", "big_max",
-                                              "big_torch_max", "big_gather", "big_index_select", "big_repeat_interleave")]
+    big = ("big_softmax", "big_sum", "big_torch_sum", "big_sparse_sum", "big_max", "big_torch_max", "big_gather",
+           "big_index_select", "big_repeat_interleave")
+    cases += [[case, "0", "2"] for case in big]
     code = (f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); import count_instructions\n"
             f"for args in {cases!r}:\n    sys.argv = ['count_instructions.py', *args]; count_instructions.main()\n"
             f"print('ran', {len(cases)})")

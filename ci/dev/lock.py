@@ -27,7 +27,8 @@ LOCKS = {"pipeline": "3.11", "release": "3.10", "build": "3.10", "cuda13": "3.10
 def compile_lock(name: str, out: Path) -> None:
     # --upgrade: without it uv keeps the pins of an existing output file, so `lock` would not move
     # to a release that a fresh resolution (stale()) takes
-    cmd = [envs.uv(), "pip", "compile", "-q", "--upgrade", "--generate-hashes", "--universal", "--python-version", LOCKS[name],
+    cmd = [envs.uv(), "pip", "compile", "-q", "--upgrade", "--generate-hashes", "--universal",
+           "--python-version", LOCKS[name],
            "--exclude-newer", EXCLUDE_NEWER, "--custom-compile-command", "python -m ci lock",
            f"ci/requirements/{name}.txt", "-o", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
