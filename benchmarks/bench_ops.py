@@ -105,6 +105,8 @@ def run(fn: Fn, x: torch.Tensor, backward: bool) -> float:
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 ROW_BUDGET_S = 0.5  # a fast row is repeated until its calls took about this long together (up to MAX_REPEATS)
 MAX_REPEATS = 41
+# the full run's sizes, feature widths, thread counts, repeats and row budget (page_faults.py reruns it)
+FULL_GRID = ([10**5, 10**6], [1, 16, 64], [1, 2], 5, ROW_BUDGET_S)
 
 
 def compare(fns: dict[str, Fn], x: torch.Tensor, backward: bool, repeats: int,
@@ -195,7 +197,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats (checks the script runs)")
     parser.add_argument("--out", help="write the markdown report here")
     args = parser.parse_args()
-    sizes, feats, threads, repeats, budget_s = ([10**5, 10**6], [1, 16, 64], [1, 2], 5, ROW_BUDGET_S)
+    sizes, feats, threads, repeats, budget_s = FULL_GRID
     if args.quick:
         sizes, feats, threads, repeats, budget_s = [2000], [1, 4], [1], 2, 0.0
     command = "python3.11 -m ci bench" + (" --quick" if args.quick else "")

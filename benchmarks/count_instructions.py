@@ -15,8 +15,8 @@ row width.
 
 import sys
 
+import bench_ops
 import torch
-from shapes import make_lengths
 
 import torch_segment_ops as ts
 
@@ -42,21 +42,16 @@ def small_cases() -> dict:
 
 
 def big_cases(feat: int) -> dict:
-    gen = torch.Generator().manual_seed(0)
-    lengths = make_lengths(100_000, "uniform", gen)
-    indptr = ts.lengths_to_indptr(lengths)
-    x = torch.randn(100_000, feat, generator=gen)
-    seg_x = torch.randn(lengths.numel(), feat, generator=gen)
-    index = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
-    csr = torch.sparse_csr_tensor(indptr, torch.arange(100_000), torch.ones(100_000), (lengths.numel(), 100_000))
+    c = bench_ops.Case(100_000, feat, "uniform")  # the benchmark's inputs for that row
+    x, indptr, lengths = c.src, c.indptr, c.lengths
     return {
-        "big_gather": lambda: ts.gather_csr(seg_x, indptr, 100_000),
-        "big_index_select": lambda: seg_x.index_select(0, index),
-        "big_repeat_interleave": lambda: seg_x.repeat_interleave(lengths, 0, output_size=100_000),
+        "big_gather": lambda: ts.gather_csr(c.seg_src, indptr, 100_000),
+        "big_index_select": lambda: c.seg_src.index_select(0, c.index),
+        "big_repeat_interleave": lambda: c.seg_src.repeat_interleave(lengths, 0, output_size=100_000),
         "big_softmax": lambda: ts.segment_softmax(x, indptr),
         "big_sum": lambda: ts.segment_reduce(x, indptr, "sum"),
         "big_torch_sum": lambda: torch.segment_reduce(x, "sum", lengths=lengths, unsafe=True),
-        "big_sparse_sum": lambda: csr @ x,
+        "big_sparse_sum": lambda: c.csr @ x,
         "big_max": lambda: ts.segment_reduce(x, indptr, "max"),
         "big_torch_max": lambda: torch.segment_reduce(x, "max", lengths=lengths, unsafe=True),
     }

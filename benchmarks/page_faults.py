@@ -37,7 +37,7 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _mmapped_bytes():
-    """glibc's bytes in mmapped chunks (mallinfo2().hblkhd, glibc >= 2.33), or None elsewhere."""
+    """A function giving glibc's bytes in mmapped chunks (mallinfo2().hblkhd, glibc >= 2.33), or None elsewhere."""
     try:
         mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
     except (AttributeError, OSError, TypeError):
@@ -46,15 +46,17 @@ def _mmapped_bytes():
     return lambda: mallinfo2().hblkhd
 
 
+MMAPPED = _mmapped_bytes()
+
+
 def recorded(fn, calls: list, threads: int, backward: bool):
     """fn, recording (ms, system-time ms, faults, where) for each call made on `threads` threads with
     (backward) or without a gradient; with one, the record ends when the output's backward() returns."""
-    mmapped = _mmapped_bytes()
 
     def call(x):
         if x.requires_grad != backward or torch.get_num_threads() != threads:
             return fn(x)
-        before, in_mmaps, start = resource.getrusage(resource.RUSAGE_SELF), mmapped and mmapped(), time.perf_counter()
+        before, in_mmaps, start = resource.getrusage(resource.RUSAGE_SELF), MMAPPED and MMAPPED(), time.perf_counter()
         out = fn(x)
 
         def record(where=""):
@@ -63,7 +65,7 @@ def recorded(fn, calls: list, threads: int, backward: bool):
                           after.ru_minflt - before.ru_minflt, where))
 
         if not backward:
-            record("" if mmapped is None else "/mmap" if mmapped() > in_mmaps else "/heap")  # out is still alive
+            record("" if MMAPPED is None else "/mmap" if MMAPPED() > in_mmaps else "/heap")  # out is still alive
             return out
         plain_backward = out.backward
 
@@ -99,7 +101,7 @@ def main() -> None:
 
     bench_ops.alternatives = alternatives
     for op in filter(None, args.tables.split(",")):
-        bench_ops.op_table(op, [10**5, 10**6], [1, 16, 64], [1, 2], 5, bench_ops.ROW_BUDGET_S)
+        bench_ops.op_table(op, *bench_ops.FULL_GRID)
     if not calls:  # a fresh process, or the tables did not hold the row
         torch.set_num_threads(args.threads)
         case = bench_ops.Case(args.rows, args.feat, args.kind)
