@@ -19,23 +19,12 @@ if str(ROOT) not in sys.path:
 
 def pytest_collection_modifyitems(items):
     """Everything under tests/e2e builds or installs real wheels: slow (`-m "not slow"` leaves it out).
-    The tests waiting for an early lane (below) run last, in the lanes' order: their lanes run meanwhile.
-    Before them the lanes that test two cells at once: by then the early lanes and the unit tests
-    (`python -m ci test` runs them beside) are done or nearly, and both cores are theirs."""
+    The tests waiting for an early lane (below) run last, in the lanes' order: their lanes run meanwhile."""
     for item in items:
         if "e2e" in item.path.parts:
             item.add_marker(pytest.mark.slow)
-    items.sort(key=run_order)  # stable: every other order kept
-
-
-TWO_CELL_LANES = ("matrix_lane", "newest_lane")  # ci/lanes/local.py: pipeline(..., parallel=2)
-
-
-def run_order(item) -> int:
-    early = [i for i, name in enumerate(EARLY_LANES) if name in item.fixturenames]
-    if early:
-        return 1 + max(early)
-    return 0 if any(name in item.fixturenames for name in TWO_CELL_LANES) else -1
+    items.sort(key=lambda item: max((i for i, name in enumerate(EARLY_LANES) if name in item.fixturenames),
+                                    default=-1))  # stable: every other order kept
 
 
 @pytest.fixture
