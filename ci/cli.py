@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EXIT_CODES, CheckFailed, PipelineError
-from .util import envs
+from .util import envs, shared_files
 from .util.envs import ROOT, log
 
 # Set TORCH_SEGMENT_OPS_USE_CURRENT_ENV=1 to run dev-env verbs in the calling Python instead
@@ -90,6 +90,7 @@ def whole_suite(dev: envs.Env) -> int:
     """The end-to-end tests and the unit tests as two pytest runs side by side: the unit tests keep one
     core busy, the lanes leave one idle for minutes at a time. The unit run's output follows the other's."""
     pytest = str(dev.bin("pytest"))
+    shared_files.share_once()
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-unit-tests-") as tmp:
         output = Path(tmp) / "output.txt"
         with output.open("w") as sink:
@@ -157,6 +158,7 @@ def cmd_local(out: str | None, torch: list[str] | None, arch: str, matrix: bool,
     """The main job: build, repair, audit, merge and smoke-test the wheels for this machine."""
     from .lanes import local
 
+    shared_files.share_once()
     if cibuildwheel:
         from .lanes import container
 
