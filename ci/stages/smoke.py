@@ -54,16 +54,27 @@ CPU_ONLY = "TORCH_SEGMENT_OPS_CPU_ONLY"  # torch_segment_ops/_loader.py
 OP_TESTS = "TORCH_SEGMENT_OPS_OP_TESTS"  # "1": a verify cell runs tests/ops after the smoke check
 
 
-def unserved_cuda(env: envs.Env, wheel: Path) -> str:
-    """Why the wheel has no CUDA build for the env's torch (a CUDA major it was not built for), or ""."""
+def unserved_cuda(cuda: str, wheel: Path) -> str:
+    """Why the wheel has no CUDA build for a torch built with CUDA `cuda` (a major it was not built for), or ""."""
     from .wheels import WheelInfo
 
     majors = sorted({r["cuda"].split(".")[0] for r in WheelInfo.read(wheel).cuda_records.values()})
-    probe = [str(env.python), "-c", "import torch; print(torch.version.cuda or '')"]
-    cuda = subprocess.run(probe, capture_output=True, text=True, check=True, cwd="/").stdout.strip()
     if not majors or not cuda or cuda.split(".")[0] in majors:
         return ""
     return f"torch uses CUDA {cuda}, the wheel has CUDA {', '.join(majors)} builds"
+
+
+def torch_cuda(base: envs.Env) -> str:
+    """The CUDA version the cached env's torch was built with ("" for a CPU build): imported once per
+    env and kept beside it (an `import torch` costs seconds, and the env's torch never changes)."""
+    known = base.path / ".torch-segment-ops-torch-cuda"
+    if not known.exists():
+        probe = [str(base.python), "-c", "import torch; print(torch.version.cuda or '')"]
+        cuda = subprocess.run(probe, capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+        tmp = known.with_name(f"{known.name}.{os.getpid()}")
+        tmp.write_text(cuda)
+        os.replace(tmp, known)
+    return known.read_text()
 
 
 def refuses_import(env: envs.Env) -> Result:
@@ -82,10 +93,17 @@ def op_tests_tree(dest: Path) -> None:
         shutil.copy(tests / name, dest / "tests" / name)
 
 
+def op_test_tools(env: envs.Env, base: envs.Env) -> None:
+    """The op tests' tools (ci/requirements/tests.txt) seen by the throwaway env: from a cached env over
+    its base (a .pth line), not installed again into every throwaway env."""
+    tools = envs.overlay_env(base, "tests", [envs.REQUIREMENTS / "tests.txt"])
+    (env.site_packages / "_torch_segment_ops_tests.pth").write_text(f"{tools.site_packages}\n")
+
+
 def run_op_tests(env: envs.Env, environ: dict | None = None) -> Result:
     """The op test suite (tests/ops: every op against the pure-PyTorch reference, gradients, opcheck,
-    compile, bad input, fuzzing) against the installed wheel, from a copy of the tests outside the tree."""
-    env.pip("install", "-q", "-r", str(envs.REQUIREMENTS / "tests.txt"))
+    compile, bad input, fuzzing) against the installed wheel, from a copy of the tests outside the tree
+    (pytest and the other tools: see op_test_tools)."""
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-op-tests-") as cwd:
         op_tests_tree(Path(cwd))
         proc = subprocess.run([str(env.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/ops"],
@@ -99,9 +117,11 @@ def smoke(wheel: Path, python: str, torch_pin: str, op_tests: bool = False, chec
     from ..declaration import matrix  # not at module level: verify_here runs on CPython 3.10 (no tomllib)
 
     log(f"smoke-testing {wheel.name} on CPython {python} + torch {torch_pin} ...")
-    with wheel_env(wheel, python, torch_pin, matrix.from_registry(python, torch_pin)) as env:
+    registry = matrix.from_registry(python, torch_pin)
+    base = envs.base_env(python, torch_pin, registry)
+    with wheel_env(wheel, python, torch_pin, registry) as env:
         environ, note = {}, ""
-        unserved = unserved_cuda(env, wheel)
+        unserved = unserved_cuda(torch_cuda(base), wheel)
         if unserved:  # the clear ImportError, then the CPU kernels with the documented opt-out
             refused = refuses_import(env)
             if not refused.ok:
@@ -111,6 +131,7 @@ def smoke(wheel: Path, python: str, torch_pin: str, op_tests: bool = False, chec
         result = run_check(env, check=check, environ=environ)
         first = result.output.splitlines()[0] + note if result.output else ""
         if result.ok and op_tests:
+            op_test_tools(env, base)
             tests = run_op_tests(env, environ)
             return Result(tests.ok, f"{first} | {tests.output}" if tests.ok else tests.output)
         return Result(result.ok, first + "\n" + "\n".join(result.output.splitlines()[1:]))
@@ -129,6 +150,7 @@ def verify_here(wheel_dir: Path) -> Result:
     env = envs.Env(Path(sys.prefix))
     result = run_check(env, python=sys.executable)
     if result.ok and os.environ.get(OP_TESTS) == "1":  # the cell asks for the op test suite too (scope `next`)
+        env.pip("install", "-q", "-r", str(envs.REQUIREMENTS / "tests.txt"))
         tests = run_op_tests(env)
         return Result(tests.ok, f"{result.output}\n{tests.output}")
     return result
