@@ -52,3 +52,15 @@ def test_page_faults_runs():
     proc = subprocess.run([sys.executable, str(SCRIPT.with_name("page_faults.py")), "gather", "2000", "4", "skewed",
                            "1"], check=True, capture_output=True, text=True, cwd=SCRIPT.parent)
     assert proc.stdout.startswith("ours: median") and "faults" in proc.stdout
+
+
+def test_run_profile_names_the_process_that_used_the_cpu_and_passes_the_exit_code_on(tmp_path):
+    out = tmp_path / "profile.md"
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\nraise SystemExit(3)"
+    proc = subprocess.run([sys.executable, str(SCRIPT.with_name("run_profile.py")), str(out), "--interval", "0.1",
+                           "--", sys.executable, "-c", burn], cwd=tmp_path, capture_output=True)
+    assert proc.returncode == 3
+    text = out.read_text()
+    assert "exit code 3" in text and "I/O wait" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ") and "-c import time" in line)
+    assert float(row.split("|")[1]) >= 0.8  # the child's own CPU time, sampled while it ran
