@@ -53,6 +53,8 @@ EARLY_LANES = {  # the fixture waiting for it -> `python -m ci` arguments (and -
     "next_torch_replay": ["replay", "next-torch.yml"],
     "aarch64_lane": ["local", "--arch", "aarch64"],
     "macos_lane": ["local", "--arch", "macos-arm64"],
+    # last: the wheel built again without ccache, in the minutes when the tests leave a core idle
+    "reproducible_build": ["build", "--torch", "{build_torch}"],
 }
 LANES = pytest.StashKey()
 
@@ -63,6 +65,20 @@ def unavailable(name: str) -> str | None:
     docker = container.missing  # the replay runs its build cells in the container lane
     return {"cibuildwheel_lane": docker, "release_replay": docker, "next_torch_replay": docker,
             "aarch64_lane": aarch64.unavailable}.get(name, lambda: None)()
+
+
+def lane_args(name: str) -> list[str]:
+    from ci.declaration import matrix
+
+    return [a.format(build_torch=matrix.build_torch().minor) for a in EARLY_LANES[name]]
+
+
+def reproducible_environ() -> dict[str, str]:
+    """The reproducible-build lane: the session wheel's SOURCE_DATE_EPOCH, and compiled, never from
+    ccache (the session's wheel may hold objects an earlier run compiled)."""
+    from tests.e2e.conftest import EPOCH
+
+    return {"SOURCE_DATE_EPOCH": EPOCH, "CCACHE_DISABLE": "1"}
 
 
 class EarlyLanes:
@@ -81,6 +97,7 @@ class EarlyLanes:
         began = time.monotonic()
         self.current, self.stopping, self.lock = None, False, threading.Lock()
         environ = dict(os.environ, **{USE_CURRENT_ENV: "1", build.SHARE_VARIABLE: str(self.share)})
+        own_environ = {"reproducible_build": reproducible_environ()}
 
         def run_all():
             for name, (out, done) in self.runs.items():
@@ -90,9 +107,9 @@ class EarlyLanes:
                     with log.open("w") as sink, self.lock:
                         if self.stopping:
                             raise RuntimeError("the test run ended first")
-                        self.current = subprocess.Popen([sys.executable, "-m", "ci", *EARLY_LANES[name],
-                                                         "--out", str(out)], cwd=ROOT, env=environ, stdout=sink,
-                                                        stderr=subprocess.STDOUT)
+                        command = [sys.executable, "-m", "ci", *lane_args(name), "--out", str(out)]
+                        self.current = subprocess.Popen(command, cwd=ROOT, env={**environ, **own_environ.get(name, {})},
+                                                        stdout=sink, stderr=subprocess.STDOUT)
                     self.results[name] = (self.current.wait(), log.read_text())
                 except Exception as error:  # its fixture fails with this instead of waiting forever
                     self.results[name] = (-1, repr(error))
@@ -113,7 +130,7 @@ class EarlyLanes:
         self.waits.setdefault(name, time.monotonic() - waiting)
         code, output = self.results[name]
         if code != 0:
-            pytest.fail(f"`python -m ci {' '.join(EARLY_LANES[name])}` exited {code}:\n{output[-6000:]}")
+            pytest.fail(f"`python -m ci {' '.join(lane_args(name))}` exited {code}:\n{output[-6000:]}")
         return out, output
 
     def stop(self):

@@ -8,6 +8,7 @@ Standard library only: cibuildwheel's before-build runs it in the build environm
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import re
@@ -69,16 +70,19 @@ def toolkit_version(major: str) -> str:
 def install(dest: Path, majors: tuple[str, ...] | None = None) -> Path:
     """DIR/<major> for each CUDA major this machine builds (kept when already there); returns DIR."""
     dest = dest.resolve()
-    for major in majors_here() if majors is None else majors:
-        matrix.cuda(major)  # declared
-        root = dest / major
-        if (root / "bin" / "nvcc").is_file():
-            continue
-        lock = lock_file(major)
-        toolkit = from_debian(dest, major, lock) if lock.suffix == ".toml" else from_registry(dest, major, lock)
-        if root.is_symlink():
-            root.unlink()
-        root.symlink_to(toolkit, target_is_directory=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    with (dest / ".install.lock").open("w") as held:  # two builds at once (the test run's early lanes)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for major in majors_here() if majors is None else majors:
+            matrix.cuda(major)  # declared
+            root = dest / major
+            if (root / "bin" / "nvcc").is_file():
+                continue
+            lock = lock_file(major)
+            toolkit = from_debian(dest, major, lock) if lock.suffix == ".toml" else from_registry(dest, major, lock)
+            if root.is_symlink():
+                root.unlink()
+            root.symlink_to(toolkit, target_is_directory=True)
     return dest
 
 

@@ -57,6 +57,13 @@ def macos_lane(early_lanes):
 
 
 @pytest.fixture(scope="session")
+def reproducible_build(early_lanes):
+    """`python -m ci build --torch <build torch>` again (started with the run; see tests/conftest.py): its
+    folder."""
+    return early_lanes.result("reproducible_build")[0]
+
+
+@pytest.fixture(scope="session")
 def macos_wheelhouse(macos_lane):
     """The macOS lane's folder: cross-built, repaired, audited, merged."""
     out, table = macos_lane
