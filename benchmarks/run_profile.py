@@ -25,10 +25,12 @@ def label(argv: list[str], comm: str) -> str:
     if not argv:
         return f"[{comm}]"  # a kernel thread
     words = [a for a in argv[1:] if not a.startswith("-")][:2]
-    for flag in ("-m", "-c"):
-        if flag in argv[1:4]:
-            i = argv.index(flag)
-            words = [flag, *(w.strip().splitlines()[0][:50] for w in argv[i + 1:i + 2] if w.strip())]
+    if "-m" in argv[1:4]:
+        i = argv.index("-m")
+        words = argv[i:i + 3]  # the module and its first argument: `-m pip install`, `-m ci local`
+    elif "-c" in argv[1:4]:
+        i = argv.index("-c")
+        words = ["-c", *(w.strip().splitlines()[0][:50] for w in argv[i + 1:i + 2] if w.strip())]
     return " ".join([Path(argv[0]).name, *(Path(w).name if "/" in w and len(w) > 40 else w[:60] for w in words)])
 
 
@@ -63,7 +65,8 @@ def profile(command: list[str], interval: float) -> tuple[int, float, dict, dict
     last: dict[tuple[str, str], tuple[str, float]] = {}
     proc = subprocess.Popen(command)
     while proc.poll() is None:
-        last.update(snapshot())
+        for key, (name, cpu) in snapshot().items():  # an exited process (a zombie) has no cmdline: keep its label
+            last[key] = (last[key][0] if key in last and name.startswith("[") else name, cpu)
         time.sleep(interval)
     seconds, after = time.monotonic() - start, machine()
     by_label: dict[str, list[float]] = collections.defaultdict(list)
