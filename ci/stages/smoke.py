@@ -27,7 +27,13 @@ CHECK = Path(__file__).parents[1] / "scripts" / "smoke_check.py"
 @contextlib.contextmanager
 def wheel_env(wheel: Path, python: str, torch_pin: str, registry: bool = False) -> Iterator[envs.Env]:
     """A throwaway env with the wheel installed over the cached torch (registry: see envs.base_env)."""
-    base = envs.base_env(python, torch_pin, registry)
+    with wheel_over(envs.base_env(python, torch_pin, registry), wheel) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def wheel_over(base: envs.Env, wheel: Path) -> Iterator[envs.Env]:
+    """A throwaway env with the wheel installed over the cached env base."""
     with tempfile.TemporaryDirectory(prefix="torch-segment-ops-smoke-") as tmp:
         env = envs.overlay_env(base, "smoke", path=Path(tmp) / "env")
         env.pip("install", "--no-deps", "--no-index", str(wheel))
@@ -117,9 +123,8 @@ def smoke(wheel: Path, python: str, torch_pin: str, op_tests: bool = False, chec
     from ..declaration import matrix  # not at module level: verify_here runs on CPython 3.10 (no tomllib)
 
     log(f"smoke-testing {wheel.name} on CPython {python} + torch {torch_pin} ...")
-    registry = matrix.from_registry(python, torch_pin)
-    base = envs.base_env(python, torch_pin, registry)
-    with wheel_env(wheel, python, torch_pin, registry) as env:
+    base = envs.base_env(python, torch_pin, matrix.from_registry(python, torch_pin))
+    with wheel_over(base, wheel) as env:
         environ, note = {}, ""
         unserved = unserved_cuda(torch_cuda(base), wheel)
         if unserved:  # the clear ImportError, then the CPU kernels with the documented opt-out
