@@ -1,10 +1,12 @@
-"""Where a command's CPU time goes, by process: `python benchmarks/run_profile.py OUT -- bash .ci/run`.
+"""Where a command's CPU time and disk reads go, by process: `python benchmarks/run_profile.py OUT -- bash .ci/run`.
 
 Runs the command and samples /proc every --interval seconds (Linux only): each process's own CPU
-time (utime + stime, children not included) as last seen, grouped by a short label of its command
-line; OUT gets the table, with the machine's totals from /proc/stat and /proc/vmstat over the run
-(CPU, idle, I/O wait, GB read and written). A process shorter than the interval can be missed: the
-table's sum is a floor of the machine's CPU total, which it prints beside it.
+time (utime + stime, children not included) and the bytes it made the kernel read from storage
+(`read_bytes` of /proc/PID/io: page faults on mapped files too, not what the page cache served) as
+last seen, grouped by a short label of its command line. OUT gets two tables (by CPU, by reads)
+and the machine's totals from /proc/stat and /proc/vmstat over the run (CPU, idle, I/O wait, GB
+read and written). A process shorter than the interval can be missed: the tables' sums are floors
+of the machine's totals, which they are printed beside.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -34,19 +37,26 @@ def label(argv: list[str], comm: str) -> str:
     return " ".join([Path(argv[0]).name, *(Path(w).name if "/" in w and len(w) > 40 else w[:60] for w in words)])
 
 
-def snapshot() -> dict[tuple[str, str], tuple[str, float]]:
-    """(pid, start time) -> (label, CPU seconds so far) for every process now."""
+class Use(NamedTuple):
+    cpu: float  # seconds
+    read: int  # bytes from storage
+
+
+def snapshot() -> dict[tuple[str, str], tuple[str, Use]]:
+    """(pid, start time) -> (label, what it used so far) for every process now."""
     out = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-        except OSError:  # gone meanwhile
+            io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        except OSError:  # gone meanwhile (or not ours to read)
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         cpu = (int(fields[11]) + int(fields[12])) / TICK
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        out[(pid, fields[19])] = (label([a.decode(errors="replace") for a in argv], comm), cpu)
+        name = label([a.decode(errors="replace") for a in argv], comm)
+        out[(pid, fields[19])] = (name, Use(cpu, int(io["read_bytes"])))
     return out
 
 
@@ -58,35 +68,40 @@ def machine() -> dict[str, int]:
             "read": int(vm["pgpgin"]), "written": int(vm["pgpgout"])}
 
 
-def profile(command: list[str], interval: float) -> tuple[int, float, dict, dict[str, list[float]]]:
-    """Run command while sampling: (exit code, seconds, machine deltas, label -> CPU seconds of each process)."""
+def profile(command: list[str], interval: float) -> tuple[int, float, dict, dict[str, list[Use]]]:
+    """Run command while sampling: (exit code, seconds, machine deltas, label -> what each process used)."""
     before, start = machine(), time.monotonic()
     base = snapshot()  # processes already running count only what they use from now on
-    last: dict[tuple[str, str], tuple[str, float]] = {}
+    last: dict[tuple[str, str], tuple[str, Use]] = {}
     proc = subprocess.Popen(command)
     while proc.poll() is None:
-        for key, (name, cpu) in snapshot().items():  # an exited process (a zombie) has no cmdline: keep its label
-            last[key] = (last[key][0] if key in last and name.startswith("[") else name, cpu)
+        for key, (name, use) in snapshot().items():  # an exited process (a zombie) has no cmdline: keep its label
+            last[key] = (last[key][0] if key in last and name.startswith("[") else name, use)
         time.sleep(interval)
     seconds, after = time.monotonic() - start, machine()
-    by_label: dict[str, list[float]] = collections.defaultdict(list)
-    for key, (name, cpu) in last.items():
-        used = cpu - base[key][1] if key in base else cpu
-        if used > 0:
-            by_label[name].append(used)
+    by_label: dict[str, list[Use]] = collections.defaultdict(list)
+    for key, (name, use) in last.items():
+        if key in base:
+            use = Use(use.cpu - base[key][1].cpu, use.read - base[key][1].read)
+        if use.cpu > 0 or use.read > 0:
+            by_label[name].append(use)
     return proc.returncode, seconds, {k: after[k] - before[k] for k in after}, by_label
 
 
-def table(code: int, seconds: float, delta: dict, by_label: dict[str, list[float]], command: list[str],
+def table(code: int, seconds: float, delta: dict, by_label: dict[str, list[Use]], command: list[str],
           top: int) -> str:
     ticks = delta["busy"] + delta["idle"] + delta["iowait"]
-    sampled = sum(sum(v) for v in by_label.values())
+    cpu = {name: sum(u.cpu for u in uses) for name, uses in by_label.items()}
+    read = {name: sum(u.read for u in uses) / 2**30 for name, uses in by_label.items()}
+    sampled = sum(cpu.values())
     lines = [f"`{' '.join(command)}`: exit code {code}, {seconds:.0f} s; the machine: {delta['busy'] / TICK:.0f} CPU-s "
              f"busy, idle {100 * delta['idle'] / ticks:.0f} %, I/O wait {100 * delta['iowait'] / ticks:.0f} %, "
              f"{delta['read'] / 2**20:.1f} GiB read, {delta['written'] / 2**20:.1f} GiB written; the processes "
-             f"sampled: {sampled:.0f} CPU-s", "", "| CPU-s | processes | command |", "|---:|---:|---|"]
-    ranked = sorted(by_label.items(), key=lambda item: -sum(item[1]))
-    lines += [f"| {sum(v):.1f} | {len(v)} | `{name}` |" for name, v in ranked[:top]]
+             f"sampled: {sampled:.0f} CPU-s, {sum(read.values()):.1f} GiB read"]
+    for title, key in (("by CPU", cpu), ("by reads from storage", read)):
+        lines += ["", f"{title}:", "", "| CPU-s | GiB read | processes | command |", "|---:|---:|---:|---|"]
+        ranked = sorted(by_label, key=lambda name: -key[name])[:top]
+        lines += [f"| {cpu[n]:.1f} | {read[n]:.2f} | {len(by_label[n])} | `{n}` |" for n in ranked if key[n] > 0]
     return "\n".join(lines) + "\n"
 
 
@@ -95,7 +110,7 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("command", nargs="+")
     parser.add_argument("--interval", type=float, default=0.5)
-    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
     code, seconds, delta, by_label = profile(args.command, args.interval)
     args.out.write_text(table(code, seconds, delta, by_label, args.command, args.top))
