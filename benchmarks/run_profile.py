@@ -2,7 +2,8 @@
 
 Runs the command and samples /proc every --interval seconds (Linux only): each process's own CPU
 time (utime + stime, children not included) and the bytes it made the kernel read from storage
-(`read_bytes` of /proc/PID/io: page faults on mapped files too, not what the page cache served) as
+(`read_bytes` of /proc/PID/io: page faults on mapped files too, not what the page cache served; the
+kernel adds a reaped child's to its parent's, so each child seen is taken off its parent's) as
 last seen, grouped by a short label of its command line. OUT gets two tables (by CPU, by reads)
 and the machine's totals from /proc/stat and /proc/vmstat over the run (CPU, idle, I/O wait, GB
 read and written). A process shorter than the interval can be missed: the tables' sums are floors
@@ -39,7 +40,8 @@ def label(argv: list[str], comm: str) -> str:
 
 class Use(NamedTuple):
     cpu: float  # seconds
-    read: int  # bytes from storage
+    read: int  # bytes from storage, with those of the children it reaped
+    parent: str  # pid
 
 
 def snapshot() -> dict[tuple[str, str], tuple[str, Use]]:
@@ -56,7 +58,7 @@ def snapshot() -> dict[tuple[str, str], tuple[str, Use]]:
         cpu = (int(fields[11]) + int(fields[12])) / TICK
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         name = label([a.decode(errors="replace") for a in argv], comm)
-        out[(pid, fields[19])] = (name, Use(cpu, int(io["read_bytes"])))
+        out[(pid, fields[19])] = (name, Use(cpu, int(io["read_bytes"]), fields[1]))
     return out
 
 
@@ -79,10 +81,14 @@ def profile(command: list[str], interval: float) -> tuple[int, float, dict, dict
             last[key] = (last[key][0] if key in last and name.startswith("[") else name, use)
         time.sleep(interval)
     seconds, after = time.monotonic() - start, machine()
+    children: dict[str, int] = collections.Counter()
+    for key, (_, use) in last.items():
+        if key not in base:
+            children[use.parent] += use.read
     by_label: dict[str, list[Use]] = collections.defaultdict(list)
     for key, (name, use) in last.items():
-        if key in base:
-            use = Use(use.cpu - base[key][1].cpu, use.read - base[key][1].read)
+        old = base[key][1] if key in base else Use(0.0, 0, "")
+        use = Use(use.cpu - old.cpu, max(0, use.read - old.read - children[key[0]]), use.parent)
         if use.cpu > 0 or use.read > 0:
             by_label[name].append(use)
     return proc.returncode, seconds, {k: after[k] - before[k] for k in after}, by_label

@@ -56,22 +56,26 @@ def test_page_faults_runs():
 
 def test_run_profile_names_the_process_that_used_the_cpu_and_read_the_disk_and_passes_the_exit_code_on(tmp_path):
     out = tmp_path / "profile.md"
-    # 1 CPU-s, then 8 MiB read back after dropping them from the page cache; it prints what it read from storage
-    # (by its own /proc/self/io: 0 where tmp_path is a tmpfs)
-    child = """import os, time
-t = time.process_time()
-while time.process_time() - t < 1.0: pass
+    # 1 CPU-s, then a child reads 8 MiB back after dropping them from the page cache and prints what it read
+    # from storage (by its own /proc/self/io: 0 where tmp_path is a tmpfs)
+    reader = """import os, time
 with open("data", "wb") as f:
     f.write(os.urandom(8 << 20)); f.flush(); os.fsync(f.fileno())
     os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 io = lambda: int(open("/proc/self/io").read().split("read_bytes: ")[1].split()[0])
-before = io(); open("data", "rb").read(); print(io() - before); time.sleep(0.5)
+before = io(); open("data", "rb").read(); print(io() - before, flush=True); time.sleep(0.5)"""
+    parent = f"""import subprocess, sys, time
+t = time.process_time()
+while time.process_time() - t < 1.0: pass
+subprocess.run([sys.executable, "-c", {reader!r}])
 raise SystemExit(3)"""
     proc = subprocess.run([sys.executable, str(SCRIPT.with_name("run_profile.py")), str(out), "--interval", "0.1",
-                           "--", sys.executable, "-c", child], cwd=tmp_path, capture_output=True, text=True)
+                           "--", sys.executable, "-c", parent], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 3
+    read = round(int(proc.stdout) / 2**30, 2)
     text = out.read_text()
     assert "exit code 3" in text and "I/O wait" in text and "by reads from storage:" in text
-    row = next(line for line in text.splitlines() if line.startswith("| ") and "-c import os, time" in line)
-    assert float(row.split("|")[1]) >= 0.8  # the child's own CPU time, sampled while it ran
-    assert float(row.split("|")[2]) >= round(int(proc.stdout) / 2**30, 2)  # and at least what it says it read
+    rows = {line.split("`")[1]: line.split("|") for line in text.split("by reads")[0].splitlines() if "`" in line}
+    assert float(rows["python -c import subprocess, sys, time"][1]) >= 0.8  # its own CPU time, sampled while it ran
+    assert float(rows["python -c import os, time"][2]) >= read  # the child's reads are the child's
+    assert float(rows["python -c import subprocess, sys, time"][2]) < max(read, 0.01)  # not also its parent's
