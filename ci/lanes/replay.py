@@ -385,7 +385,8 @@ def job_env(workdir: Path, index_url: str, torch_url: str, docker_env: dict) -> 
 def stand_in_env() -> dict[str, str]:
     """How the stand-in actions run: their script, with a CPython of this machine (standard library only)."""
     return {"REPLAY_STAND_IN": str(STAND_INS / "stand_in.py"),
-            "REPLAY_PYTHON": envs.find_python(matrix.declaration().local.python)}
+            "REPLAY_PYTHON": envs.find_python(matrix.declaration().local.python),
+            "REPLAY_VENVS": str(envs.cache_dir() / "replay-venvs")}
 
 
 def stand_in_notes(event: str = "push") -> list[dict]:

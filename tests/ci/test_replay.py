@@ -4,6 +4,7 @@ is tests/e2e/test_replay_e2e.py (slow, root: it needs the container lane)."""
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -164,3 +165,21 @@ def test_each_stand_in_takes_every_input_the_workflows_give_its_action():
                     spec = yaml.safe_load((replay.STAND_INS / action.split("/")[1] / "action.yml").read_text())
                     assert set(step.get("with", {})) <= set(spec["inputs"]), (workflow.name, action)
                     assert spec["runs"]["using"] == "composite"
+
+
+def test_setup_python_stand_in_gives_each_job_a_venv_of_its_own_copied_from_one_made_once(tmp_path):
+    env = dict(replay.stand_in_env(), REPLAY_PYTHONS=json.dumps(replay.pythons()), INPUT_PYTHON_VERSION="3.11")
+    made = []
+    for job in ("a", "b"):
+        (tmp_path / job).mkdir()
+        run = dict(env, RUNNER_TEMP=str(tmp_path / job), GITHUB_PATH=str(tmp_path / job / "path"))
+        subprocess.run([env["REPLAY_PYTHON"], env["REPLAY_STAND_IN"], "setup-python"], env=run, check=True)
+        made.append({p: p.stat().st_mtime_ns for p in Path(env["REPLAY_VENVS"]).glob("*.ready")})
+    assert made[0] and made[0] == made[1]  # the second job copied the venv the first made or found
+    for job in ("a", "b"):
+        venv = tmp_path / job / "python-3.11"
+        assert (tmp_path / job / "path").read_text() == f"{venv / 'bin'}\n"
+        assert (venv / "bin" / "pip").read_text().startswith(f"#!{venv / 'bin'}/python")  # its own, not the template's
+        out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "--version"], capture_output=True, text=True,
+                             check=True).stdout
+        assert str(venv / "lib") in out

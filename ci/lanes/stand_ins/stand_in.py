@@ -1,9 +1,11 @@
 """What the replay's stand-in actions do: each action.yml here runs one function of this script
 with $REPLAY_PYTHON (a CPython of this machine; standard library only), its inputs in INPUT_*.
-setup-python makes a venv of this machine's CPython of that version, the artifact actions copy
+setup-python makes a venv of this machine's CPython of that version (a copy of one made once per
+CPython under $REPLAY_VENVS: ensurepip costs each new venv ~4 CPU-s), the artifact actions copy
 folders under $REPLAY_ARTIFACTS, attest hashes its subjects (nothing is signed), and the PyPI
 publish action uploads with twine to the replay's local index."""
 
+import fcntl
 import fnmatch
 import glob
 import hashlib
@@ -30,10 +32,30 @@ def setup_python() -> None:
     if not found:
         fail(f"setup-python stand-in: CPython {version} is not on this machine")
     target = Path(os.environ["RUNNER_TEMP"]) / f"python-{version}"
-    subprocess.run([found, "-m", "venv", "--clear", str(target)], check=True)
+    copy_venv(found, target)
     with open(os.environ["GITHUB_PATH"], "a") as path:
         path.write(f"{target / 'bin'}\n")
     print(f"setup-python stand-in: a venv of {found}")
+
+
+def copy_venv(python: str, target: Path) -> None:
+    """target: a copy of a venv of python with pip, made once under $REPLAY_VENVS (named by the
+    interpreter's real path); its scripts, activate and pyvenv.cfg name target."""
+    real = os.path.realpath(python)
+    template = Path(os.environ["REPLAY_VENVS"]) / hashlib.sha256(real.encode()).hexdigest()[:16]
+    ready = template.with_suffix(".ready")
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with open(template.with_suffix(".lock"), "w") as lock:  # two replays may want it at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists() or ready.read_text() != real:
+            subprocess.run([python, "-m", "venv", "--clear", str(template)], check=True)
+            ready.write_text(real)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(template, target, symlinks=True)
+    old, new = str(template).encode(), str(target).encode()
+    for file in [target / "pyvenv.cfg", *(target / "bin").iterdir()]:
+        if file.is_file() and not file.is_symlink() and old in file.read_bytes():
+            file.write_bytes(file.read_bytes().replace(old, new))
 
 
 def upload_artifact() -> None:
