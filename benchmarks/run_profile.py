@@ -5,7 +5,7 @@ time (utime + stime, children not included) and the bytes it made the kernel rea
 (`read_bytes` of /proc/PID/io: page faults on mapped files too, not what the page cache served; the
 kernel adds a reaped child's to its parent's, so each child seen is taken off its parent's) as
 last seen, grouped by a short label of its command line. OUT gets two tables (by CPU, by reads)
-and the machine's totals from /proc/stat and /proc/vmstat over the run (CPU, idle, I/O wait, GB
+and the machine's totals from /proc/stat and /proc/vmstat over the run (CPU, idle, I/O wait, steal, GB
 read and written). A process shorter than the interval can be missed: the tables' sums are floors
 of the machine's totals, which they are printed beside.
 """
@@ -63,11 +63,13 @@ def snapshot() -> dict[tuple[str, str], tuple[str, Use]]:
 
 
 def machine() -> dict[str, int]:
-    """CPU ticks (busy, idle, iowait) from /proc/stat and KiB paged in and out from /proc/vmstat."""
-    user, nice, system, idle, iowait, *rest = (int(v) for v in Path("/proc/stat").read_text().split()[1:9])
+    """CPU ticks (busy: user and system; idle, iowait, and steal: what the hypervisor gave to others)
+    from /proc/stat and KiB paged in and out from /proc/vmstat."""
+    ticks = (int(v) for v in Path("/proc/stat").read_text().split()[1:9])
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks
     vm = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
-    return {"busy": user + nice + system + sum(rest[:3]), "idle": idle, "iowait": iowait,
-            "read": int(vm["pgpgin"]), "written": int(vm["pgpgout"])}
+    return {"busy": user + nice + system + irq + softirq, "user": user + nice, "idle": idle, "iowait": iowait,
+            "steal": steal, "read": int(vm["pgpgin"]), "written": int(vm["pgpgout"])}
 
 
 def profile(command: list[str], interval: float) -> tuple[int, float, dict, dict[str, list[Use]]]:
@@ -96,12 +98,13 @@ def profile(command: list[str], interval: float) -> tuple[int, float, dict, dict
 
 def table(code: int, seconds: float, delta: dict, by_label: dict[str, list[Use]], command: list[str],
           top: int) -> str:
-    ticks = delta["busy"] + delta["idle"] + delta["iowait"]
+    ticks = delta["busy"] + delta["idle"] + delta["iowait"] + delta["steal"]
     cpu = {name: sum(u.cpu for u in uses) for name, uses in by_label.items()}
     read = {name: sum(u.read for u in uses) / 2**30 for name, uses in by_label.items()}
     sampled = sum(cpu.values())
     lines = [f"`{' '.join(command)}`: exit code {code}, {seconds:.0f} s; the machine: {delta['busy'] / TICK:.0f} CPU-s "
-             f"busy, idle {100 * delta['idle'] / ticks:.0f} %, I/O wait {100 * delta['iowait'] / ticks:.0f} %, "
+             f"busy ({delta['user'] / TICK:.0f} user), idle {100 * delta['idle'] / ticks:.0f} %, "
+             f"I/O wait {100 * delta['iowait'] / ticks:.0f} %, steal {100 * delta['steal'] / ticks:.0f} %, "
              f"{delta['read'] / 2**20:.1f} GiB read, {delta['written'] / 2**20:.1f} GiB written; the processes "
              f"sampled: {sampled:.0f} CPU-s, {sum(read.values()):.1f} GiB read"]
     for title, key in (("by CPU", cpu), ("by reads from storage", read)):
