@@ -47,15 +47,16 @@ def copy_venv(python: str, target: Path) -> None:
     template.parent.mkdir(parents=True, exist_ok=True)
     with open(template.with_suffix(".lock"), "w") as lock:  # two replays may want it at once
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists() or ready.read_text() != real:
+        if not ready.exists():
             subprocess.run([python, "-m", "venv", "--clear", str(template)], check=True)
-            ready.write_text(real)
+            ready.touch()
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(template, target, symlinks=True)
     old, new = str(template).encode(), str(target).encode()
     for file in [target / "pyvenv.cfg", *(target / "bin").iterdir()]:
-        if file.is_file() and not file.is_symlink() and old in file.read_bytes():
-            file.write_bytes(file.read_bytes().replace(old, new))
+        text = file.read_bytes() if file.is_file() and not file.is_symlink() else b""
+        if old in text:
+            file.write_bytes(text.replace(old, new))
 
 
 def upload_artifact() -> None:
