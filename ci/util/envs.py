@@ -225,13 +225,4 @@ def install_torch_here() -> None:
                                 "index, and none is set: give its URL in the repository variable TORCH_NEXT_INDEX")
         pre = ["--pre"]
     log(f"installing torch=={pin} {' '.join([*pre, *torch_index_args()])}")
-    pip = [sys.executable, "-m", "pip", "install", *pre, *bytecode_args()]
-    subprocess.run([*pip, f"torch=={pin}", *torch_index_args()], check=True)
-
-
-def bytecode_args() -> list[str]:
-    """pip's arguments for torch's bytecode in a build or test interpreter: none where Python writes no
-    bytecode (PYTHONDONTWRITEBYTECODE, -B: pip's compiled files are then the only ones), else --no-compile.
-    pip would compile all ~2300 of torch's modules (~15 CPU-s); the interpreter compiles the ~700-1300 it
-    imports (~1.5-8 CPU-s, torch.compile's stack included) once, and keeps them."""
-    return [] if sys.flags.dont_write_bytecode else ["--no-compile"]
+    subprocess.run([sys.executable, "-m", "pip", "install", *pre, f"torch=={pin}", *torch_index_args()], check=True)

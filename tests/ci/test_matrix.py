@@ -1,9 +1,6 @@
 import copy
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -213,13 +210,3 @@ def test_the_next_scope_needs_stable_mode_and_an_index(per_torch, monkeypatch):
     monkeypatch.delenv("TORCH_SEGMENT_OPS_TORCH_INDEX", raising=False)
     with pytest.raises(PipelineError, match="repository variable TORCH_NEXT_INDEX"):
         envs.install_torch_here()  # before pip runs: it would find no pre-release of torch on PyPI
-
-
-@pytest.mark.parametrize(("flags", "expected"), [([], "['--no-compile']"), (["-B"], "[]")])
-def test_install_torch_leaves_torchs_bytecode_to_an_interpreter_that_writes_it(flags, expected):
-    """pip compiles every module of torch; an interpreter that writes bytecode compiles those it imports."""
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    code = "from ci.util import envs; print(envs.bytecode_args())"
-    out = subprocess.run([sys.executable, *flags, "-c", code], cwd=Path(__file__).parents[2], env=environ,
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == expected
